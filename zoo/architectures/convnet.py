@@ -1,0 +1,109 @@
+"""Small CNNs of the published zoos: Model Zoos' CNN-s and CNN-l, Unterthiner's small CNN.
+
+One ``ConvNet`` serves all three; each public architecture is a table of its
+layers. Layer order follows the published models: conv -> (max-pool) ->
+activation -> dropout, then either flatten -> hidden dense -> activation ->
+dense (Model Zoos) or global average pooling -> dense (Small CNN Zoo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layout import Layout
+from ..symmetry import conv, dense
+from .base import ACTIVATION_OPTION, ACTIVATIONS, DROPOUT_OPTION, ArchDef
+
+
+class ConvNet(nn.Module):
+    def __init__(self, in_shape: Sequence[int], num_classes: int, *, channels: Sequence[int],
+                 kernels: Sequence[int], pools: Sequence[bool], stride: int = 1, padding: int = 0,
+                 hidden: int | None, global_pool: bool, activation: str, dropout: float) -> None:
+        super().__init__()
+        self.pools = list(pools)
+        self.global_pool = global_pool
+        self.act = ACTIVATIONS[activation]()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.convs = []
+        c_in = in_shape[0]
+        for i, (c, k) in enumerate(zip(channels, kernels), start=1):
+            layer = nn.Conv2d(c_in, c, k, stride=stride, padding=padding)
+            setattr(self, f"conv{i}", layer)
+            self.convs.append(f"conv{i}")
+            c_in = c
+        with torch.no_grad():
+            features = self._features(torch.zeros(1, *in_shape)).shape[1]
+        if hidden:
+            self.fc1 = nn.Linear(features, hidden)
+            self.fc2 = nn.Linear(hidden, num_classes)
+        else:
+            self.fc = nn.Linear(features, num_classes)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        for name, pool in zip(self.convs, self.pools):
+            x = getattr(self, name)(x)
+            if pool:
+                x = nn.functional.max_pool2d(x, 2, 2)
+            x = self.drop(self.act(x))
+        return x.mean(dim=(2, 3)) if self.global_pool else x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._features(x)
+        if hasattr(self, "fc1"):
+            return self.fc2(self.drop(self.act(self.fc1(x))))
+        return self.fc(x)
+
+
+def _convnet_symmetry(layout: Layout, pools: Sequence[bool]) -> tuple[dict, dict]:
+    n = len(pools)
+    axes: dict[str, tuple] = {}
+    nonlinearity: dict[str, str] = {}
+    prev = None
+    for i, pool in enumerate(pools, start=1):
+        axes.update(conv(f"conv{i}", prev, f"C{i}"))
+        nonlinearity[f"C{i}"] = "pool_act" if pool else "act"
+        prev = f"C{i}"
+    head = "fc1" if "fc1.weight" in layout else "fc"
+    channels = layout[f"conv{n}.weight"].shape[0]
+    per_channel = layout[f"{head}.weight"].shape[1] // channels  # flattened H*W (1 after global pooling)
+    feature_axis = prev if per_channel == 1 else f"{prev}*{per_channel}"
+    if head == "fc1":
+        axes.update(dense("fc1", feature_axis, "H1"))
+        axes.update(dense("fc2", "H1", None))
+        nonlinearity["H1"] = "act"
+    else:
+        axes.update(dense("fc", feature_axis, None))
+    return axes, nonlinearity
+
+
+def _convnet(name: str, doc: str, default_activation: str, **table: Any) -> ArchDef:
+    def build(in_shape, num_classes, activation, dropout):
+        return ConvNet(in_shape, num_classes, activation=activation, dropout=dropout, **table)
+
+    def symmetry(layout: Layout, options: Mapping[str, Any]):
+        return _convnet_symmetry(layout, table["pools"])
+
+    options = {"activation": replace(ACTIVATION_OPTION, default=default_activation), "dropout": DROPOUT_OPTION}
+    return ArchDef(name, options, build, symmetry, doc)
+
+
+CNN_S = _convnet(
+    "cnn-s", "Model Zoos CNN-s: 3 conv (8, 6, 4 channels; kernels 5, 5, 2), max-pool after the first two, "
+    "dense 20, dense classes (2,464 parameters on 1x28x28).", "tanh",
+    channels=(8, 6, 4), kernels=(5, 5, 2), pools=(True, True, False), hidden=20, global_pool=False)
+
+CNN_L = _convnet(
+    "cnn-l", "Model Zoos CNN-l: 3 conv (16, 32, 15 channels; kernels 3), max-pool after each, dense 20, "
+    "dense classes (10,853 parameters on 3x32x32).", "tanh",
+    channels=(16, 32, 15), kernels=(3, 3, 3), pools=(True, True, True), hidden=20, global_pool=False)
+
+SMALLCNN = _convnet(
+    "smallcnn", "Small CNN Zoo (Unterthiner et al. 2020): 3 conv of 16 channels, 3x3, stride 2, "
+    "global average pooling, dense classes (4,970 parameters on 1x28x28).", "relu",
+    channels=(16, 16, 16), kernels=(3, 3, 3), pools=(False, False, False), stride=2, padding=1,
+    hidden=None, global_pool=True)

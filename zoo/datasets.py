@@ -1,0 +1,54 @@
+"""Image-dataset registry: what each dataset is (classes, channels, native size).
+
+The manifest validates dataset names against this registry, and the
+architecture's input shape and class count are filled in from it, so a
+manifest never repeats (or contradicts) facts the dataset already implies.
+Loading the pixels belongs to the builder; the facts live here so that both
+the builder and the loaders can read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    channels: int
+    size: int  # native square side in pixels
+    source: str  # where the pixels come from (torchvision class, folder, sklearn)
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+
+for _info in (
+    DatasetInfo("mnist", 10, 1, 28, "torchvision.datasets.MNIST"),
+    DatasetInfo("fashion-mnist", 10, 1, 28, "torchvision.datasets.FashionMNIST"),
+    DatasetInfo("cifar10", 10, 3, 32, "torchvision.datasets.CIFAR10"),
+    DatasetInfo("cifar100", 100, 3, 32, "torchvision.datasets.CIFAR100"),
+    DatasetInfo("svhn", 10, 3, 32, "torchvision.datasets.SVHN"),
+    DatasetInfo("usps", 10, 1, 16, "torchvision.datasets.USPS"),
+    DatasetInfo("stl10", 10, 3, 96, "torchvision.datasets.STL10"),
+    DatasetInfo("tiny-imagenet", 200, 3, 64, "image folder (Tiny-ImageNet layout)"),
+    DatasetInfo("digits", 10, 1, 8, "sklearn.datasets.load_digits (bundled, offline)"),
+):
+    DATASETS.register(_info.name, _info)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    return DATASETS.get(name)
+
+
+def input_shape(name: str, *, grayscale: bool = False, resize: int | None = None,
+                center_crop: int | None = None) -> tuple[int, int, int]:
+    """(C, H, W) the network sees after the manifest's preprocessing."""
+    info = dataset_info(name)
+    channels = 1 if grayscale else info.channels
+    side = resize or info.size
+    if center_crop:
+        side = min(side, center_crop)
+    return channels, side, side

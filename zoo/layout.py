@@ -1,0 +1,149 @@
+"""Parameter layout: the ordered tensors of an architecture inside one flat row.
+
+A checkpoint is stored as one float32 row; the layout says which slice of the
+row is which tensor (name, shape, offset, role). Roles are read off the module
+types, so no architecture writes them by hand. Flatten and unflatten accept
+any leading batch dimensions, so the same code serves one checkpoint or a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ZooError
+
+#: Roles of tensors in a row. The first four are trainable parameters.
+ROLES = ("weight", "bias", "bn_weight", "bn_bias", "running_mean", "running_var")
+TRAINABLE_ROLES = frozenset(ROLES[:4])
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase,)
+_AFFINE_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    role: str
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def stop(self) -> int:
+        return self.offset + self.size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "offset": self.offset, "role": self.role}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        return cls(d["name"], tuple(int(s) for s in d["shape"]), int(d["offset"]), d["role"])
+
+
+def _role(module: nn.Module, attr: str) -> str | None:
+    if attr == "num_batches_tracked":
+        return None  # an integer counter, not a weight; rebuilt as 0 on load
+    if isinstance(module, _NORM_TYPES):
+        return {"weight": "bn_weight", "bias": "bn_bias"}.get(attr, attr)
+    if isinstance(module, _AFFINE_TYPES):
+        return attr
+    raise ZooError(f"cannot assign a layout role to {type(module).__name__}.{attr}; "
+                   f"supported modules: Linear, Conv*, BatchNorm*")
+
+
+@dataclass(frozen=True)
+class Layout:
+    tensors: tuple[TensorSpec, ...]
+
+    # --- construction -----------------------------------------------------
+    @classmethod
+    def from_module(cls, module: nn.Module) -> Layout:
+        """Read the layout off a module, in its ``state_dict`` order."""
+        owners = {}
+        for mod_name, mod in module.named_modules():
+            for attr, _ in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+                owners[f"{mod_name}.{attr}" if mod_name else attr] = (mod, attr)
+        tensors, offset = [], 0
+        for name, value in module.state_dict().items():
+            role = _role(*owners[name])
+            if role is None:
+                continue
+            spec = TensorSpec(name, tuple(value.shape), offset, role)
+            tensors.append(spec)
+            offset = spec.stop
+        return cls(tuple(tensors))
+
+    # --- sizes --------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Length of a row: every stored tensor, running statistics included."""
+        return self.tensors[-1].stop if self.tensors else 0
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters (what papers count)."""
+        return sum(t.size for t in self.tensors if t.role in TRAINABLE_ROLES)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tensors]
+
+    def __getitem__(self, name: str) -> TensorSpec:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(t.name == name for t in self.tensors)
+
+    # --- conversion -----------------------------------------------------------
+    def flatten(self, state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """State dict (tensors may share leading batch dims) -> rows (..., size) float32."""
+        missing = [t.name for t in self.tensors if t.name not in state_dict]
+        if missing:
+            raise ZooError(f"state dict lacks tensors of the layout: {', '.join(missing)}")
+        first = state_dict[self.tensors[0].name]
+        batch = tuple(first.shape[: first.dim() - len(self.tensors[0].shape)])
+        parts = []
+        for t in self.tensors:
+            value = state_dict[t.name]
+            if tuple(value.shape) != batch + t.shape:
+                raise ZooError(f"tensor {t.name!r} has shape {tuple(value.shape)}; the layout expects "
+                               f"{batch + t.shape}")
+            parts.append(value.detach().reshape(*batch, t.size).to(torch.float32))
+        return torch.cat(parts, dim=-1)
+
+    def unflatten(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows (..., size) -> state dict of views (no copy)."""
+        if rows.shape[-1] != self.size:
+            raise ZooError(f"row length {rows.shape[-1]} does not match the layout's {self.size}")
+        batch = tuple(rows.shape[:-1])
+        return {t.name: rows[..., t.offset:t.stop].reshape(*batch, *t.shape) for t in self.tensors}
+
+    def load_into(self, module: nn.Module, row: torch.Tensor) -> nn.Module:
+        """Copy one row into ``module`` exactly (dtype kept as stored)."""
+        sd = self.unflatten(row)
+        missing, unexpected = module.load_state_dict(sd, strict=False)
+        missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ZooError(f"layout does not match module: missing {missing}, unexpected {unexpected}")
+        return module
+
+    # --- serialization --------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "num_params": self.num_params,
+                "tensors": [t.to_dict() for t in self.tensors]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Layout:
+        return cls(tuple(TensorSpec.from_dict(t) for t in d["tensors"]))
