@@ -45,13 +45,13 @@ class Option:
         if list in kinds and isinstance(value, (list, tuple)):
             value = [int(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
             if not all(isinstance(v, int) and v > 0 for v in value):
-                raise ZooError(f"{where}: expected a list of positive integers, got {value!r}")
+                raise ZooError(f"field {where!r}: expected a list of positive integers, got {value!r}")
             return value
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise ZooError(f"{where}: expected {names}, got {value!r}")
+            raise ZooError(f"field {where!r}: expected {names}, got {value!r}")
         if self.choices is not None and value not in self.choices:
-            raise ZooError(f"{where}: {allowed_text(value, self.choices)}")
+            raise ZooError(f"field {where!r}: {allowed_text(value, self.choices)}")
         return value
 
 
@@ -73,7 +73,7 @@ class ArchDef:
         unknown = set(options) - set(self.options)
         if unknown:
             bad = sorted(unknown)[0]
-            raise ZooError(f"{where}.{bad}: unknown option of {self.name!r}; "
+            raise ZooError(f"field '{where}.{bad}': unknown option of {self.name!r}; "
                            f"{allowed_text(bad, self.options) if self.options else 'it takes no options'}")
         full = {k: opt.check(options.get(k, opt.default), f"{where}.{k}") for k, opt in self.options.items()}
         return Architecture(self.name, tuple(int(x) for x in in_shape), int(num_classes),

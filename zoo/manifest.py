@@ -1,0 +1,434 @@
+"""Manifests: one TOML file declares one zoo.
+
+The field table below is the single declaration of what a manifest may say:
+it drives validation (unknown fields, types, choices, ranges), defaults, grid
+and random-draw validation, and the typed metadata column of every
+hyperparameter. Expansion is a pure function of the file: the same manifest
+gives the same models, with the same ids, in the same order.
+
+Errors name the file, the field path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .architectures import ARCHITECTURES, Architecture
+from .datasets import DATASETS, input_shape
+from .errors import ManifestError, ZooError, allowed_text
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: type | tuple[type, ...]
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+    minimum: float | None = None  # inclusive
+    positive: bool = False  # strictly > 0
+    doc: str = ""
+
+
+def _names(registry) -> tuple[str, ...]:
+    return tuple(registry.names())
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "onecycle")
+INITS = ("default", "uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
+AUGMENTATIONS = ("none", "crop_flip", "flip_rotate")
+
+#: The manifest's fields, section by section. ``architecture`` also takes the chosen architecture's options.
+SECTIONS: dict[str, dict[str, Field]] = {
+    "zoo": {
+        "name": Field(str, required=True, doc="zoo name: lowercase letters, digits, '.', '_', '-'"),
+        "description": Field(str, ""),
+        "license": Field(str, "unknown"),
+        "citation": Field(str, ""),
+    },
+    "dataset": {
+        "name": Field(str, required=True, choices=_names(DATASETS)),
+        "root": Field(str, "~/.cache/weightzoo/data", doc="where the dataset files are (or are downloaded to)"),
+        "download": Field(bool, False),
+        "grayscale": Field(bool, False),
+        "resize": Field((int, type(None)), None, positive=True),
+        "center_crop": Field((int, type(None)), None, positive=True),
+        "normalize": Field(bool, True, doc="per-channel mean/std of the train split"),
+        "val_size": Field((int, type(None)), None, minimum=0, doc="training images held out for validation"),
+        "split_seed": Field(int, 42),
+    },
+    "architecture": {
+        "name": Field(str, required=True, choices=_names(ARCHITECTURES)),
+    },
+    "training": {
+        "optimizer": Field(str, "adam", choices=OPTIMIZERS),
+        "lr": Field(float, 1e-3, positive=True),
+        "momentum": Field(float, 0.0, minimum=0.0),
+        "weight_decay": Field(float, 0.0, minimum=0.0),
+        "schedule": Field(str, "constant", choices=SCHEDULES),
+        "batch_size": Field(int, 32, positive=True),
+        "epochs": Field(int, required=True, positive=True),
+        "init": Field(str, "default", choices=INITS),
+        "augmentation": Field(str, "none", choices=AUGMENTATIONS),
+    },
+    "population": {
+        "seeds": Field((list, dict), required=True),
+        "grid": Field(dict, {}),
+        "random": Field(dict, None),
+    },
+    "checkpoints": {
+        "epochs": Field((str, list), "all"),
+    },
+}
+#: Sections whose fields may vary between models (grid, random draws) and become metadata columns.
+VARYING_SECTIONS = ("architecture", "training")
+#: Training fields that must be equal across a zoo (they fix the number of checkpoints).
+FIXED_FIELDS = ("training.epochs",)
+DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class _Reader:
+    """Validates values, raising errors that name the file and field path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, path: str, message: str) -> ManifestError:
+        return ManifestError(f"{self.source}: field {path!r}: {message}")
+
+    def value(self, path: str, spec: Field, value: Any) -> Any:
+        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join("none" if k is type(None) else k.__name__ for k in kinds)
+            raise self.error(path, f"expected {names}, got {value!r}")
+        if spec.choices is not None and value not in spec.choices:
+            raise self.error(path, allowed_text(value, spec.choices))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise self.error(path, f"expected a finite number, got {value!r}")
+            if spec.positive and value <= 0:
+                raise self.error(path, f"expected a value > 0, got {value!r}")
+            if spec.minimum is not None and value < spec.minimum:
+                raise self.error(path, f"expected a value >= {spec.minimum}, got {value!r}")
+        return value
+
+    def section(self, name: str, table: Any, fields: Mapping[str, Field], extra: frozenset[str] = frozenset()
+                ) -> dict[str, Any]:
+        if not isinstance(table, dict):
+            raise self.error(name, f"expected a table, got {table!r}")
+        out = dict()
+        for key in table:
+            if key not in fields and key not in extra:
+                raise self.error(f"{name}.{key}", f"unknown field; {allowed_text(key, set(fields) | extra)}")
+        for key, spec in fields.items():
+            if key not in table:
+                if spec.required:
+                    raise self.error(f"{name}.{key}", "required field is missing")
+                out[key] = spec.default
+            else:
+                out[key] = self.value(f"{name}.{key}", spec, table[key])
+        for key in extra & set(table):
+            out[key] = table[key]
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the population: its id, seed, architecture and full recipe."""
+
+    model_id: int
+    seed: int
+    arch_id: str
+    architecture: Architecture
+    training: Mapping[str, Any]
+    hparams: Mapping[str, Any]  # flat column name -> value: every hyperparameter of this model
+
+    @property
+    def activation(self) -> str | None:
+        return self.architecture.options.get("activation", "relu" if self.architecture.name == "resnet18" else None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str
+    zoo: Mapping[str, Any]
+    dataset: Mapping[str, Any]
+    architecture: Mapping[str, Any]
+    training: Mapping[str, Any]
+    population: Mapping[str, Any]
+    checkpoint_epochs: tuple[int, ...]
+    _raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.zoo["name"]
+
+    # --- loading ---------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<manifest>") -> Manifest:
+        r = _Reader(source)
+        if not isinstance(data, Mapping):
+            raise r.error("", "a manifest is a table")
+        known = set(SECTIONS) | {"format_version"}
+        for key in data:
+            if key not in known:
+                raise r.error(key, f"unknown section; {allowed_text(key, known)}")
+        version = data.get("format_version", MANIFEST_VERSION)
+        if version != MANIFEST_VERSION:
+            raise r.error("format_version", f"got {version!r}; this version of weightzoo reads {MANIFEST_VERSION}")
+        zoo = r.section("zoo", data.get("zoo", {}), SECTIONS["zoo"])
+        if not _NAME.match(zoo["name"]):
+            raise r.error("zoo.name", f"got {zoo['name']!r}; use lowercase letters, digits, '.', '_', '-'")
+        dataset = r.section("dataset", data.get("dataset", {}), SECTIONS["dataset"])
+        arch_table = data.get("architecture", {})
+        arch_name = arch_table.get("name") if isinstance(arch_table, dict) else None
+        options = set(ARCHITECTURES.get(arch_name).options) if arch_name in ARCHITECTURES else set()
+        architecture = r.section("architecture", arch_table, SECTIONS["architecture"], frozenset(options))
+        training = r.section("training", data.get("training", {}), SECTIONS["training"])
+        population = r.section("population", data.get("population", {}), SECTIONS["population"])
+        checkpoints = r.section("checkpoints", data.get("checkpoints", {}), SECTIONS["checkpoints"])
+        epochs = _checkpoint_epochs(r, checkpoints["epochs"], training["epochs"])
+        manifest = cls(source, zoo, dataset, architecture, training, population, epochs, dict(data))
+        manifest._validate(r)
+        return manifest
+
+    def _validate(self, r: _Reader) -> None:
+        self.seeds  # noqa: B018 - validates the seeds field
+        self._grid_axes(r)
+        self._random_space(r)
+        self.models  # noqa: B018 - resolves every architecture option combination
+
+    # --- the population ------------------------------------------------------------
+    @cached_property
+    def seeds(self) -> tuple[int, ...]:
+        r = _Reader(self.source)
+        spec = self.population["seeds"]
+        if isinstance(spec, list):
+            if not spec or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in spec):
+                raise r.error("population.seeds", f"expected a non-empty list of integers >= 0, got {spec!r}")
+            if len(set(spec)) != len(spec):
+                raise r.error("population.seeds", "seeds repeat")
+            return tuple(spec)
+        keys = set(spec)
+        if keys == {"start", "stop"} or keys == {"start", "stop", "step"}:
+            values = [spec[k] for k in sorted(keys)]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise r.error("population.seeds", f"range bounds must be integers, got {spec!r}")
+            seeds = tuple(range(spec["start"], spec["stop"], spec.get("step", 1)))
+            if not seeds or seeds[0] < 0:
+                raise r.error("population.seeds", f"range {spec!r} is empty or negative")
+            return seeds
+        if keys == {"count", "seed"}:
+            count, seed = spec["count"], spec["seed"]
+            if not (isinstance(count, int) and count > 0 and isinstance(seed, int)):
+                raise r.error("population.seeds", f"count must be a positive integer, got {count!r}")
+            return tuple(random.Random(seed).sample(range(1, 2**31 - 1), count))
+        raise r.error("population.seeds", f"got {spec!r}; allowed: a list of integers, "
+                                          "{start, stop[, step]} or {count, seed}")
+
+    def _field_spec(self, r: _Reader, where: str, path: str) -> Field | None:
+        """The Field for a varying path (None for an architecture option, checked on resolve)."""
+        section, _, name = path.partition(".")
+        if section not in VARYING_SECTIONS or not name:
+            raise r.error(where, f"got {path!r}; keys are 'architecture.FIELD' or 'training.FIELD'")
+        if path in FIXED_FIELDS:
+            raise r.error(where, f"{path} cannot vary within one zoo (it fixes the checkpoints)")
+        if name in SECTIONS[section]:
+            return SECTIONS[section][name]
+        if section == "architecture":
+            allowed = set(SECTIONS["architecture"]) | set().union(*(a.options for a in map(ARCHITECTURES.get,
+                                                                                          ARCHITECTURES.names())))
+            if name in allowed:
+                return None
+            raise r.error(where, f"unknown field {path!r}; {allowed_text(name, allowed)}")
+        raise r.error(where, f"unknown field {path!r}; {allowed_text(name, SECTIONS[section])}")
+
+    def _grid_axes(self, r: _Reader | None = None) -> list[tuple[str, list[Any]]]:
+        r = r or _Reader(self.source)
+        axes = []
+        for path, values in self.population["grid"].items():
+            where = f"population.grid.{path}"
+            spec = self._field_spec(r, where, path)
+            if not isinstance(values, list) or not values:
+                raise r.error(where, f"expected a non-empty list of values, got {values!r}")
+            if spec is not None:
+                values = [r.value(f"{where}[{i}]", spec, v) for i, v in enumerate(values)]
+            axes.append((path, values))
+        return axes
+
+    def _random_space(self, r: _Reader | None = None) -> tuple[int, int, list[tuple[str, str, Any, Field | None]]]:
+        r = r or _Reader(self.source)
+        table = self.population["random"]
+        if table is None:
+            return 1, 0, []
+        rnd = r.section("population.random", table, {"draws": Field(int, required=True, positive=True),
+                                                      "seed": Field(int, 0), "space": Field(dict, required=True)})
+        space = []
+        for path, dist in rnd["space"].items():
+            where = f"population.random.space.{path}"
+            spec = self._field_spec(r, where, path)
+            if path in self.population["grid"]:
+                raise r.error(where, "varied by both the grid and random draws")
+            if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+                raise r.error(where, f"got {dist!r}; expected one of " + ", ".join(
+                    f"{{{d} = [...]}}" for d in DISTRIBUTIONS))
+            kind, args = next(iter(dist.items()))
+            if not isinstance(args, list) or not args or (kind != "choice" and len(args) != 2):
+                raise r.error(where, f"{kind} takes {'a non-empty list' if kind == 'choice' else '[low, high]'}, "
+                                     f"got {args!r}")
+            if kind == "log_uniform" and min(args) <= 0:
+                raise r.error(where, f"log_uniform bounds must be > 0, got {args!r}")
+            if kind != "choice" and args[0] > args[1]:
+                raise r.error(where, f"low > high in {args!r}")
+            if kind == "choice" and spec is not None:
+                args = [r.value(f"{where}[{i}]", spec, v) for i, v in enumerate(args)]
+            space.append((path, kind, args, spec))
+        return rnd["draws"], rnd["seed"], space
+
+    def _configurations(self) -> list[dict[str, Any]]:
+        """Ordered (draw, grid point) combinations, each a {path: value} override."""
+        draws, seed, space = self._random_space()
+        rng = random.Random(seed)
+        sampled = []
+        for _ in range(draws):
+            point = {}
+            for path, kind, args, spec in space:
+                if kind == "uniform":
+                    value = rng.uniform(args[0], args[1])
+                elif kind == "log_uniform":
+                    value = math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
+                elif kind == "int_uniform":
+                    value = rng.randint(int(args[0]), int(args[1]))
+                else:
+                    value = rng.choice(args)
+                if spec is not None and spec.kind is int and isinstance(value, float):
+                    value = int(round(value))
+                point[path] = value
+            sampled.append(point)
+        grid = self._grid_axes()
+        combos = list(itertools.product(*[values for _, values in grid]))
+        return [{**point, **{path: v for (path, _), v in zip(grid, combo)}} for point in sampled for combo in combos]
+
+    @cached_property
+    def models(self) -> tuple[ModelSpec, ...]:
+        """The expanded population: configurations in order, seeds innermost."""
+        r = _Reader(self.source)
+        shape = input_shape(self.dataset["name"], grayscale=self.dataset["grayscale"], resize=self.dataset["resize"],
+                            center_crop=self.dataset["center_crop"])
+        classes = DATASETS.get(self.dataset["name"]).num_classes
+        resolved: dict[str, Architecture] = {}
+        configs = []
+        for override in self._configurations():
+            arch = dict(self.architecture)
+            training = dict(self.training)
+            for path, value in override.items():
+                section, _, name = path.partition(".")
+                (arch if section == "architecture" else training)[name] = value
+            key = json.dumps(arch, sort_keys=True)
+            if key not in resolved:
+                name = arch.pop("name")
+                try:
+                    resolved[key] = ARCHITECTURES.get(name).resolve(shape, classes, arch, where="architecture")
+                except ZooError as e:
+                    raise ManifestError(f"{self.source}: {e}") from None
+            configs.append((resolved[key], training))
+        arch_ids = _arch_ids([a for a, _ in configs])
+        models = []
+        for architecture, training in configs:
+            for seed in self.seeds:
+                hparams = {"architecture": architecture.name, **architecture.options, **training, "seed": seed,
+                           "dataset": self.dataset["name"]}
+                models.append(ModelSpec(len(models), seed, arch_ids[architecture.shape_key], architecture,
+                                        training, hparams))
+        if not models:
+            raise r.error("population", "the population is empty")
+        return tuple(models)
+
+    @cached_property
+    def architectures(self) -> dict[str, Architecture]:
+        """arch_id -> a representative resolved architecture (one layout per id)."""
+        out: dict[str, Architecture] = {}
+        for m in self.models:
+            out.setdefault(m.arch_id, m.architecture)
+        return out
+
+    def hparam_columns(self) -> dict[str, type]:
+        """Metadata column -> Python type for every hyperparameter (from the field table)."""
+        columns: dict[str, type] = {"architecture": str}
+        for arch in {m.architecture.name for m in self.models}:
+            for name, opt in ARCHITECTURES.get(arch).options.items():
+                columns[name] = opt.kind if isinstance(opt.kind, type) else opt.kind[0]
+        for name, spec in SECTIONS["training"].items():
+            columns[name] = spec.kind if isinstance(spec.kind, type) else spec.kind[0]
+        columns["seed"] = int
+        columns["dataset"] = str
+        return columns
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as written (for the store's attributes: rebuildable with ``from_dict``)."""
+        return json.loads(json.dumps(self._raw))
+
+
+def _arch_ids(archs: list[Architecture]) -> dict[str, str]:
+    """One id per distinct layout: the architecture's name, suffixed when one name has several layouts."""
+    keys: dict[str, list[str]] = {}
+    for a in archs:
+        keys.setdefault(a.name, [])
+        if a.shape_key not in keys[a.name]:
+            keys[a.name].append(a.shape_key)
+    out = {}
+    for name, shape_keys in keys.items():
+        for i, k in enumerate(shape_keys):
+            out[k] = name if len(shape_keys) == 1 else f"{name}-{i}"
+    return out
+
+
+def _checkpoint_epochs(r: _Reader, value: Any, epochs: int) -> tuple[int, ...]:
+    if value == "all":
+        return tuple(range(epochs + 1))
+    if isinstance(value, str):
+        raise r.error("checkpoints.epochs", f"got {value!r}; allowed: 'all' or a list of epochs")
+    if not value:
+        raise r.error("checkpoints.epochs", "the list of checkpoint epochs is empty")
+    for e in value:
+        if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e <= epochs:
+            raise r.error("checkpoints.epochs", f"got {e!r}; epochs are integers in the inclusive range "
+                                                f"(0, {epochs}) (0 = initialization)")
+    if len(set(value)) != len(value):
+        raise r.error("checkpoints.epochs", f"epochs repeat in {value!r}")
+    return tuple(sorted(value))
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest file; raises ``ManifestError`` naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest file not found") from None
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read manifest: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ManifestError(f"{path}: not valid TOML: {e}") from None
+    return Manifest.from_dict(data, source=str(path))

@@ -1,0 +1,117 @@
+"""The build plan: which models train together and where each checkpoint lives.
+
+A *group* is up to ``group_size`` models that share architecture and recipe
+structure (everything but per-model values such as seed, learning rate,
+weight decay, dropout rate and init), so one vectorized computation can train
+them. A *unit of work* is one group at one checkpoint epoch. Row layout in an
+architecture's weights array: group-major, then checkpoint epoch, then slot,
+each unit padded to ``group_size`` rows, so one unit owns exactly one shard
+and no two writers ever touch the same file.
+
+Both the builder (what to train) and the store (where rows go) read this,
+so it lives in ``zoo``. It is a pure function of (manifest, group_size).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+from .errors import ZooError
+from .manifest import Manifest, ModelSpec
+
+#: Hyperparameters that may differ inside one vectorized group (per-model values of one computation).
+PER_MODEL = frozenset({"seed", "lr", "weight_decay", "momentum", "dropout", "init"})
+#: Target bytes of one unit (one shard file) when choosing a default group size.
+UNIT_BYTES = 256 * 2**20
+MAX_GROUP = 64
+
+
+def default_group_size(row_bytes: int) -> int:
+    return max(1, min(MAX_GROUP, UNIT_BYTES // max(row_bytes, 1)))
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit_id: int
+    arch_id: str
+    group: int  # index among all groups of the zoo
+    epoch: int
+    epoch_index: int
+    model_ids: tuple[int, ...]
+    row_start: int  # first row in the arch's weights array; slot i is row_start + i
+
+
+@dataclass(frozen=True)
+class Group:
+    group: int
+    arch_id: str
+    index_in_arch: int
+    model_ids: tuple[int, ...]
+
+
+class Plan:
+    def __init__(self, manifest: Manifest, group_size: int | None = None) -> None:
+        self.manifest = manifest
+        if group_size is None:
+            group_size = min(default_group_size(4 * a.layout.size) for a in manifest.architectures.values())
+        if not isinstance(group_size, int) or group_size < 1:
+            raise ZooError(f"group size must be a positive integer, got {group_size!r}")
+        self.group_size = group_size
+        self.epochs = manifest.checkpoint_epochs
+
+    @cached_property
+    def groups(self) -> tuple[Group, ...]:
+        buckets: dict[tuple[str, str], list[ModelSpec]] = {}
+        for m in self.manifest.models:
+            structure = {k: v for k, v in m.hparams.items() if k not in PER_MODEL}
+            buckets.setdefault((m.arch_id, json.dumps(structure, sort_keys=True)), []).append(m)
+        groups, per_arch = [], {}
+        for (arch_id, _), models in buckets.items():
+            for i in range(0, len(models), self.group_size):
+                k = per_arch.get(arch_id, 0)
+                per_arch[arch_id] = k + 1
+                ids = tuple(m.model_id for m in models[i:i + self.group_size])
+                groups.append(Group(len(groups), arch_id, k, ids))
+        return tuple(groups)
+
+    @cached_property
+    def units(self) -> tuple[Unit, ...]:
+        units = []
+        e = len(self.epochs)
+        for g in self.groups:
+            for j, epoch in enumerate(self.epochs):
+                row = (g.index_in_arch * e + j) * self.group_size
+                units.append(Unit(len(units), g.arch_id, g.group, epoch, j, g.model_ids, row))
+        return tuple(units)
+
+    def rows(self, arch_id: str) -> int:
+        """Rows of an architecture's weights array (units padded to the group size)."""
+        n = sum(1 for g in self.groups if g.arch_id == arch_id)
+        return n * len(self.epochs) * self.group_size
+
+    def shard(self, index: int, count: int) -> tuple[Group, ...]:
+        """Deterministic slice ``index/count`` of the groups, for job arrays."""
+        if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+            raise ZooError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
+        return tuple(g for g in self.groups if g.group % count == index)
+
+    @property
+    def checkpoints(self) -> int:
+        return len(self.manifest.models) * len(self.epochs)
+
+    def summary(self) -> dict:
+        archs = self.manifest.architectures
+        return {
+            "zoo": self.manifest.name,
+            "models": len(self.manifest.models),
+            "checkpoints": self.checkpoints,
+            "checkpoint_epochs": list(self.epochs),
+            "units": len(self.units),
+            "groups": len(self.groups),
+            "group_size": self.group_size,
+            "architectures": {k: a.layout.num_params for k, a in archs.items()},
+            "row_lengths": {k: a.layout.size for k, a in archs.items()},
+            "store_bytes": sum(4 * archs[m.arch_id].layout.size for m in self.manifest.models) * len(self.epochs),
+        }
