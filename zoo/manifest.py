@@ -49,9 +49,10 @@ def _names(registry) -> tuple[str, ...]:
     return tuple(registry.names())
 
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "onecycle")
-INITS = ("default", "uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
+INITS = ("default", "uniform", "normal", "truncated_normal", "orthogonal", "kaiming_uniform", "kaiming_normal",
+         "xavier_uniform", "xavier_normal")
 AUGMENTATIONS = ("none", "crop_flip", "flip_rotate")
 
 #: The manifest's fields, section by section. ``architecture`` also takes the chosen architecture's options.
@@ -69,7 +70,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "grayscale": Field(bool, False),
         "resize": Field((int, type(None)), None, positive=True),
         "center_crop": Field((int, type(None)), None, positive=True),
-        "normalize": Field(bool, True, doc="per-channel mean/std of the train split"),
+        "normalize": Field(bool, True, doc="standardize per channel (with mean/std, or the train split's)"),
+        "mean": Field((list, type(None)), None, doc="fixed per-channel means (the published zoos' constants)"),
+        "std": Field((list, type(None)), None, doc="fixed per-channel standard deviations"),
         "val_size": Field((int, type(None)), None, minimum=0, doc="training images held out for validation"),
         "split_seed": Field(int, 42),
     },
@@ -85,6 +88,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "batch_size": Field(int, 32, positive=True),
         "epochs": Field(int, required=True, positive=True),
         "init": Field(str, "default", choices=INITS),
+        "init_std": Field((float, type(None)), None, positive=True, doc="std of normal/truncated_normal init"),
+        "train_fraction": Field(float, 1.0, positive=True, doc="fraction of the train split used (<= 1)"),
         "augmentation": Field(str, "none", choices=AUGMENTATIONS),
     },
     "population": {

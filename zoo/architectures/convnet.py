@@ -105,5 +105,5 @@ CNN_L = _convnet(
 SMALLCNN = _convnet(
     "smallcnn", "Small CNN Zoo (Unterthiner et al. 2020): 3 conv of 16 channels, 3x3, stride 2, "
     "global average pooling, dense classes (4,970 parameters on 1x28x28).", "relu",
-    channels=(16, 16, 16), kernels=(3, 3, 3), pools=(False, False, False), stride=2, padding=1,
+    channels=(16, 16, 16), kernels=(3, 3, 3), pools=(False, False, False), stride=2, padding=0,
     hidden=None, global_pool=True)

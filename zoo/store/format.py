@@ -1,0 +1,77 @@
+"""The on-disk format, in one place: names, paths, attribute keys, metadata schema.
+
+A store is a Zarr v3 group::
+
+    STORE/
+      zarr.json                     group; attributes["weightzoo"] = the self-description below
+      weights/<arch_id>/            one float32 array (rows, row_length) per architecture layout;
+                                    shards of (group_size, row_length) = one unit of work,
+                                    inner chunks of one row, no compression by default
+      metadata/unit-00000042.parquet   one fragment per committed unit (written last, renamed into place)
+      metadata/part-*.parquet          compacted fragments
+
+FORMAT.md documents the same for readers without this library.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_NAME = "weightzoo"
+FORMAT_VERSION = 1
+ATTRS_KEY = "weightzoo"
+WEIGHTS_GROUP = "weights"
+METADATA_DIR = "metadata"
+FRAGMENT_PREFIX = "unit-"
+PART_PREFIX = "part-"
+TMP_PREFIX = ".tmp-"
+
+STATUSES = ("ok", "diverged")
+
+#: Identity and bookkeeping columns, filled in by the store.
+ID_COLUMNS: dict[str, pa.DataType] = {
+    "model_id": pa.int64(),
+    "epoch": pa.int64(),
+    "arch": pa.string(),  # the weights array: weights/<arch>
+    "row": pa.int64(),  # row in that array
+    "unit": pa.int64(),
+    "group": pa.int64(),
+    "status": pa.string(),
+    "crc32": pa.int64(),  # zlib.crc32 of the row's little-endian float32 bytes
+}
+#: Metrics a builder reports for each checkpoint (null where not measured).
+METRIC_COLUMNS: dict[str, pa.DataType] = {
+    name: pa.float64()
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "gen_gap")
+}
+#: Provenance a builder reports.
+RUN_COLUMNS: dict[str, pa.DataType] = {
+    "wall_time_s": pa.float64(),
+    "device": pa.string(),
+    "torch_version": pa.string(),
+    "weightzoo_version": pa.string(),
+}
+_PY_TO_ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_(), list: pa.list_(pa.int64())}
+
+
+def metadata_schema(hparam_columns: dict[str, type]) -> pa.Schema:
+    """The full metadata schema: ids, metrics, provenance, then one typed column per hyperparameter."""
+    fields = {**ID_COLUMNS, **METRIC_COLUMNS, **RUN_COLUMNS}
+    for name, kind in hparam_columns.items():
+        if name in fields:
+            raise ValueError(f"hyperparameter column {name!r} collides with a store column")
+        fields[name] = _PY_TO_ARROW[kind]
+    return pa.schema([pa.field(k, v) for k, v in fields.items()])
+
+
+def fragment_name(unit_id: int) -> str:
+    return f"{FRAGMENT_PREFIX}{unit_id:08d}.parquet"
+
+
+def unit_of_fragment(name: str) -> int | None:
+    if name.startswith(FRAGMENT_PREFIX) and name.endswith(".parquet"):
+        try:
+            return int(name[len(FRAGMENT_PREFIX):-len(".parquet")])
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,246 @@
+"""Reading a zoo: attributes, metadata, batched rows, state dicts and modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import zarr
+from torch import nn
+
+from ..architectures import Architecture
+from ..errors import StoreError, StoreNotFoundError, ZooError
+from ..layout import Layout
+from ..manifest import Manifest
+from ..plan import Plan
+from ..symmetry import SymmetrySpec
+from . import format as fmt
+from .rows import RowReader
+
+
+def is_url(path: str | Path) -> bool:
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def _local_path(path: str | Path) -> Path:
+    text = str(path)
+    return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+
+
+class Zoo:
+    """A read-only view of a store (local path or fsspec URL).
+
+    ``metadata`` holds one row per committed checkpoint; rows without
+    metadata (an unfinished unit) are invisible by construction.
+    """
+
+    read_only = True
+
+    def __init__(self, path: str | Path, *, storage_options: dict | None = None) -> None:
+        self.url = str(path)
+        self.local = None if is_url(path) else _local_path(path)
+        self.storage_options = storage_options or {}
+        try:
+            self.group = self._open_group(mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as e:
+            raise StoreNotFoundError(f"{self.url}: no weightzoo store here ({type(e).__name__})") from None
+        attrs = self.group.attrs.asdict().get(fmt.ATTRS_KEY)
+        if not attrs or attrs.get("format") != fmt.FORMAT_NAME:
+            raise StoreNotFoundError(f"{self.url}: a zarr group, but not a weightzoo store (no '{fmt.ATTRS_KEY}' "
+                                     "attribute)")
+        if attrs.get("format_version") != fmt.FORMAT_VERSION:
+            raise StoreError(f"{self.url}: format version {attrs.get('format_version')!r}; this library reads "
+                             f"{fmt.FORMAT_VERSION}")
+        self.attrs: dict[str, Any] = attrs
+        self._readers: dict[str, RowReader] = {}
+        self._metadata: pa.Table | None = None
+
+    # --- plumbing ------------------------------------------------------------------
+    def _open_group(self, mode: str) -> zarr.Group:
+        if self.local is not None:
+            store = zarr.storage.LocalStore(self.local, read_only=mode == "r")
+        else:
+            store = zarr.storage.FsspecStore.from_url(self.url, read_only=mode == "r",
+                                                      storage_options=self.storage_options)
+        return zarr.open_group(store, mode=mode)
+
+    @cached_property
+    def fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        """(filesystem, root path) for the files beside the zarr hierarchy (metadata)."""
+        if self.local is not None:
+            return fsspec.filesystem("file"), str(self.local)
+        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        return fs, root.rstrip("/")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("fs", None)
+        return state
+
+    # --- description -----------------------------------------------------------------
+    @cached_property
+    def manifest(self) -> Manifest:
+        return Manifest.from_dict(self.attrs["manifest"], source=f"{self.url} (manifest attribute)")
+
+    @cached_property
+    def plan(self) -> Plan:
+        return Plan(self.manifest, self.attrs["group_size"])
+
+    @property
+    def arch_ids(self) -> list[str]:
+        return list(self.attrs["architectures"])
+
+    def _arch_attrs(self, arch_id: str) -> dict[str, Any]:
+        try:
+            return self.attrs["architectures"][arch_id]
+        except KeyError:
+            raise ZooError(f"{self.url}: no architecture {arch_id!r}; the store has {', '.join(self.arch_ids)}"
+                           ) from None
+
+    def architecture(self, arch_id: str) -> Architecture:
+        return Architecture.from_dict(self._arch_attrs(arch_id)["architecture"])
+
+    def layout(self, arch_id: str) -> Layout:
+        return Layout.from_dict(self._arch_attrs(arch_id)["layout"])
+
+    def symmetry(self, arch_id: str) -> SymmetrySpec:
+        return SymmetrySpec.from_dict(self._arch_attrs(arch_id)["symmetry"])
+
+    def weights(self, arch_id: str) -> zarr.Array:
+        self._arch_attrs(arch_id)
+        return self.group[f"{fmt.WEIGHTS_GROUP}/{arch_id}"]
+
+    # --- metadata --------------------------------------------------------------------
+    def metadata_files(self) -> list[str]:
+        """Committed metadata files: compacted parts, then fragments not covered by a part."""
+        fs, root = self.fs
+        directory = f"{root}/{fmt.METADATA_DIR}"
+        try:
+            names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False))
+        except FileNotFoundError:
+            return []
+        parts = [n for n in names if n.startswith(fmt.PART_PREFIX) and n.endswith(".parquet")]
+        covered: set[int] = set()
+        for name in parts:
+            covered.update(pq.read_table(f"{directory}/{name}", columns=["unit"], filesystem=fs)
+                           .column("unit").to_pylist())
+        fragments = [n for n in names if fmt.unit_of_fragment(n) is not None and fmt.unit_of_fragment(n) not in covered]
+        return [f"{directory}/{n}" for n in parts + fragments]
+
+    @property
+    def schema(self) -> pa.Schema:
+        return fmt.metadata_schema(self.manifest.hparam_columns())
+
+    def refresh(self) -> None:
+        self._metadata = None
+        self.__dict__.pop("_row_index", None)
+
+    @property
+    def metadata(self) -> pa.Table:
+        """One row per committed checkpoint, sorted by (model_id, epoch)."""
+        if self._metadata is None:
+            fs, _ = self.fs
+            schema = self.schema
+            tables = [pq.read_table(f, filesystem=fs, schema=schema) for f in self.metadata_files()]
+            table = pa.concat_tables(tables) if tables else schema.empty_table()
+            self._metadata = table.sort_by([("model_id", "ascending"), ("epoch", "ascending")])
+        return self._metadata
+
+    def done_units(self) -> set[int]:
+        return set(self.metadata.column("unit").to_pylist())
+
+    @cached_property
+    def _row_index(self) -> dict[tuple[int, int], tuple[str, int]]:
+        m = self.metadata
+        return {(mid, ep): (arch, row) for mid, ep, arch, row in zip(
+            m.column("model_id").to_pylist(), m.column("epoch").to_pylist(), m.column("arch").to_pylist(),
+            m.column("row").to_pylist())}
+
+    def locate(self, model_id: int, epoch: int) -> tuple[str, int]:
+        """(arch_id, row) of a committed checkpoint."""
+        try:
+            return self._row_index[(int(model_id), int(epoch))]
+        except KeyError:
+            raise ZooError(f"{self.url}: no committed checkpoint for model {model_id} at epoch {epoch}") from None
+
+    # --- weights ---------------------------------------------------------------------
+    def reader(self, arch_id: str) -> RowReader:
+        if arch_id not in self._readers:
+            self._readers[arch_id] = RowReader(self.weights(arch_id), self.local)
+        return self._readers[arch_id]
+
+    def read_rows(self, arch_id: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows of ``weights/<arch_id>`` in the order given, as one (n, row_length) float32 array."""
+        return self.reader(arch_id).read(rows)
+
+    def state_dict(self, model_id: int, epoch: int) -> dict[str, torch.Tensor]:
+        arch_id, row = self.locate(model_id, epoch)
+        flat = torch.from_numpy(self.read_rows(arch_id, [row])[0])
+        return {k: v.clone() for k, v in self.layout(arch_id).unflatten(flat).items()}
+
+    def module(self, model_id: int, epoch: int) -> nn.Module:
+        """The model's ``nn.Module`` with the checkpoint's weights, in eval mode."""
+        arch_id, row = self.locate(model_id, epoch)
+        spec = self.manifest.models[int(model_id)]
+        module = spec.architecture.module()
+        flat = torch.from_numpy(self.read_rows(arch_id, [row])[0])
+        return self.layout(arch_id).load_into(module, flat).eval()
+
+    # --- summaries --------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        done = self.done_units()
+        units = self.plan.units
+        per_arch: dict[str, list[int]] = {}
+        for u in units:
+            per_arch.setdefault(u.arch_id, [0, 0])
+            per_arch[u.arch_id][1] += 1
+            per_arch[u.arch_id][0] += u.unit_id in done
+        return {"store": self.url, "zoo": self.manifest.name, "units_done": len(done & {u.unit_id for u in units}),
+                "units_total": len(units), "checkpoints_done": self.metadata.num_rows,
+                "checkpoints_total": self.plan.checkpoints,
+                "architectures": {a: {"units_done": d, "units_total": t} for a, (d, t) in per_arch.items()},
+                "complete": len(done) >= len(units)}
+
+    def nbytes(self) -> int:
+        fs, root = self.fs
+        return int(fs.du(root, total=True))
+
+    def info(self) -> dict[str, Any]:
+        m = self.metadata
+        statuses = m.column("status").to_pylist()
+        info = {
+            "store": self.url,
+            "zoo": self.manifest.name,
+            "description": self.manifest.zoo["description"],
+            "format_version": self.attrs["format_version"],
+            "models": len(self.manifest.models),
+            "models_with_checkpoints": len(set(m.column("model_id").to_pylist())),
+            "checkpoints": m.num_rows,
+            "checkpoints_planned": self.plan.checkpoints,
+            "checkpoint_epochs": list(self.plan.epochs),
+            "architectures": {a: {"name": v["architecture"]["name"], "params": v["layout"]["num_params"],
+                                  "row_length": v["layout"]["size"], "rows": v["rows"]}
+                              for a, v in self.attrs["architectures"].items()},
+            "status": {s: statuses.count(s) for s in sorted(set(statuses))},
+            "bytes": self.nbytes(),
+        }
+        acc = [a for a in m.column("test_acc").to_pylist() if a is not None and a == a]
+        last = max(self.plan.epochs)
+        final = [a for a, e in zip(m.column("test_acc").to_pylist(), m.column("epoch").to_pylist())
+                 if e == last and a is not None and a == a]
+        info["test_acc"] = {"min": min(acc), "max": max(acc)} if acc else None
+        info["final_test_acc"] = ({"epoch": last, "min": min(final), "max": max(final),
+                                   "median": float(np.median(final))} if final else None)
+        return info
+
+
+def open_zoo(path: str | Path, *, storage_options: dict | None = None) -> Zoo:
+    """Open a store read-only, from a local path or an fsspec URL (``s3://``, ``hf://``, ...)."""
+    return Zoo(path, storage_options=storage_options)
