@@ -141,16 +141,16 @@ class _Reader:
         if not isinstance(table, dict):
             raise self.error(name, f"expected a table, got {table!r}")
         out = dict()
-        for key in table:
-            if key not in fields and key not in extra:
-                raise self.error(f"{name}.{key}", f"unknown field; {allowed_text(key, set(fields) | extra)}")
-        for key, spec in fields.items():
+        for key, spec in fields.items():  # declared fields first: a bad name explains the unknown options
             if key not in table:
                 if spec.required:
                     raise self.error(f"{name}.{key}", "required field is missing")
                 out[key] = spec.default
             else:
                 out[key] = self.value(f"{name}.{key}", spec, table[key])
+        for key in table:
+            if key not in fields and key not in extra:
+                raise self.error(f"{name}.{key}", f"unknown field; {allowed_text(key, set(fields) | extra)}")
         for key in extra & set(table):
             out[key] = table[key]
         return out
@@ -217,6 +217,11 @@ class Manifest:
         return manifest
 
     def _validate(self, r: _Reader) -> None:
+        arch = dict(self.architecture)
+        try:  # the base values too, even where the grid overrides them
+            ARCHITECTURES.get(arch.pop("name")).resolve((1, 8, 8), 10, arch, where="architecture")
+        except ZooError as e:
+            raise ManifestError(f"{self.source}: {e}") from None
         self.seeds  # noqa: B018 - validates the seeds field
         self._grid_axes(r)
         self._random_space(r)

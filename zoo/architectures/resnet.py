@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
-from torchvision.models import resnet18
-
 from ..layout import Layout
 from ..symmetry import conv, dense, norm
 from .base import ArchDef
 
 
 def build_resnet18(in_shape: Sequence[int], num_classes: int) -> nn.Module:
+    from torchvision.models import resnet18  # imported here: torchvision costs seconds at start-up
+
     model = resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()

@@ -60,6 +60,7 @@ class Zoo:
                              f"{fmt.FORMAT_VERSION}")
         self.attrs: dict[str, Any] = attrs
         self._readers: dict[str, RowReader] = {}
+        self._arrays: dict[str, zarr.Array] = {}
         self._metadata: pa.Table | None = None
 
     # --- plumbing ------------------------------------------------------------------
@@ -114,8 +115,10 @@ class Zoo:
         return SymmetrySpec.from_dict(self._arch_attrs(arch_id)["symmetry"])
 
     def weights(self, arch_id: str) -> zarr.Array:
-        self._arch_attrs(arch_id)
-        return self.group[f"{fmt.WEIGHTS_GROUP}/{arch_id}"]
+        if arch_id not in self._arrays:
+            self._arch_attrs(arch_id)
+            self._arrays[arch_id] = self.group[f"{fmt.WEIGHTS_GROUP}/{arch_id}"]
+        return self._arrays[arch_id]
 
     # --- metadata --------------------------------------------------------------------
     def metadata_files(self) -> list[str]:
@@ -134,12 +137,15 @@ class Zoo:
         fragments = [n for n in names if fmt.unit_of_fragment(n) is not None and fmt.unit_of_fragment(n) not in covered]
         return [f"{directory}/{n}" for n in parts + fragments]
 
-    @property
+    @cached_property
     def schema(self) -> pa.Schema:
         return fmt.metadata_schema(self.manifest.hparam_columns())
 
     def refresh(self) -> None:
+        """Forget cached metadata and shard indexes (the store changed)."""
         self._metadata = None
+        for reader in self._readers.values():
+            reader.close()
         self.__dict__.pop("_row_index", None)
 
     @property

@@ -104,17 +104,23 @@ class ZooWriter(Zoo):
 
     def _records_table(self, unit: Unit, weights: np.ndarray, records: Sequence[Mapping[str, Any]]) -> pa.Table:
         schema = self.schema
-        crcs = row_checksums(weights)
-        rows = []
+        n = len(unit.model_ids)
+        columns: dict[str, list] = {name: [None] * n for name in schema.names}
+        fixed = {"epoch": unit.epoch, "arch": unit.arch_id, "unit": unit.unit_id, "group": unit.group,
+                 "weightzoo_version": __version__, "torch_version": torch.__version__}
+        for name, value in fixed.items():
+            columns[name] = [value] * n
+        columns["model_id"] = list(unit.model_ids)
+        columns["row"] = [unit.row_start + slot for slot in range(n)]
+        columns["crc32"] = row_checksums(weights)
+        columns["status"] = [rec.get("status", "ok") for rec in records]
         for slot, (model_id, rec) in enumerate(zip(unit.model_ids, records)):
-            spec = self.manifest.models[model_id]
-            row = {"model_id": model_id, "epoch": unit.epoch, "arch": unit.arch_id, "row": unit.row_start + slot,
-                   "unit": unit.unit_id, "group": unit.group, "status": rec.get("status", "ok"), "crc32": crcs[slot],
-                   "weightzoo_version": __version__, "torch_version": torch.__version__}
-            row.update({k: v for k, v in rec.items() if k != "status"})
-            row.update(spec.hparams)
-            rows.append(row)
-        return pa.Table.from_pylist(rows, schema=schema)
+            for k, v in rec.items():
+                if k != "status":
+                    columns[k][slot] = v
+            for k, v in self.manifest.models[model_id].hparams.items():
+                columns[k][slot] = v
+        return pa.Table.from_pydict(columns, schema=schema)
 
     def _write_fragment(self, name: str, table: pa.Table) -> None:
         fs, root = self.fs

@@ -1,0 +1,150 @@
+"""Store throughput against raw numpy files, in one run.
+
+Writes a store of CNN-s rows (2,464 float32 = 9.6 KB each; default 40,000 rows) and the same bytes
+as one raw file, then reads both back: sequential batches, and batches of random rows. Prints rows/s
+for each and the ratio store/raw (target for reads: >= 0.5). Also times zarr-python's own
+row-at-a-time reads of the same store for reference. ``--json`` prints one JSON object.
+
+    python benchmarks/store.py [--rows 40000] [--batch 256] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import zoo
+from zoo.manifest import Manifest
+
+
+def manifest_for(rows: int, epochs_per_model: int = 50) -> Manifest:
+    models = -(-rows // epochs_per_model)
+    return Manifest.from_dict({
+        "zoo": {"name": "bench"},
+        "dataset": {"name": "mnist"},
+        "architecture": {"name": "cnn-s"},
+        "training": {"epochs": epochs_per_model - 1},
+        "population": {"seeds": {"start": 0, "stop": models}},
+        "checkpoints": {"epochs": "all"},
+    }, source="bench")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=40_000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--seq-batch", type=int, default=4096)
+    parser.add_argument("--naive-rows", type=int, default=500)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
+    manifest = manifest_for(args.rows)
+    writer = zoo.create(tmp / "bench.zoo", manifest, group_size=64)
+    units = writer.plan.units
+    width = writer.layout("cnn-s").size
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((len(u.model_ids), width)).astype(np.float32) for u in units]
+    n_rows = sum(len(b) for b in blocks)
+    records = [[{"test_acc": 0.5}] * len(u.model_ids) for u in units]
+
+    # --- sequential write -------------------------------------------------------------------
+    def write_store():
+        for u, b, r in zip(units, blocks, records):
+            writer.write_unit(u, b, r)
+
+    raw_path = tmp / "raw.f32"
+
+    def write_raw():
+        with open(raw_path, "wb") as f:
+            for b in blocks:
+                f.write(b.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+
+    t_write_store = timed(write_store)
+    t_write_raw = timed(write_raw)
+
+    z = zoo.open(tmp / "bench.zoo")
+    meta = z.metadata
+    rows_all = np.asarray(meta.column("row").to_pylist())
+    raw = np.memmap(raw_path, dtype=np.float32, mode="r").reshape(n_rows, width)
+    # raw file row i holds the checkpoint whose store row is rows_all (in write order)
+    order = np.concatenate([[u.row_start + i for i in range(len(u.model_ids))] for u in units])
+
+    # --- sequential read ---------------------------------------------------------------------
+    def seq_store():
+        for lo in range(0, n_rows, args.seq_batch):
+            z.read_rows("cnn-s", order[lo:lo + args.seq_batch])
+
+    def seq_raw():
+        for lo in range(0, n_rows, args.seq_batch):
+            np.array(raw[lo:lo + args.seq_batch])
+
+    seq_store(); seq_raw()  # warm the page cache for both
+    t_seq_store, t_seq_raw = timed(seq_store), timed(seq_raw)
+
+    # --- batched random read -----------------------------------------------------------------
+    n_batches = max(1, n_rows // args.batch)
+    picks = [rng.integers(0, n_rows, size=args.batch) for _ in range(n_batches)]
+
+    def rand_store():
+        for p in picks:
+            z.read_rows("cnn-s", order[p])
+
+    def rand_raw():
+        for p in picks:
+            raw[p]
+
+    t_rand_store, t_rand_raw = timed(rand_store), timed(rand_raw)
+
+    # correctness of what was timed
+    check = picks[0]
+    assert np.array_equal(z.read_rows("cnn-s", order[check]), raw[check])
+
+    # --- zarr-python row at a time (reference) -----------------------------------------------
+    array = z.weights("cnn-s")
+    naive = order[rng.integers(0, n_rows, size=args.naive_rows)]
+    t_naive = timed(lambda: [np.asarray(array[int(r)]) for r in naive])
+
+    mb = n_rows * width * 4 / 2**20
+    figures = {
+        "rows": n_rows, "row_bytes": width * 4, "batch": args.batch,
+        "seq_write_rows_per_s": {"store": n_rows / t_write_store, "raw": n_rows / t_write_raw,
+                                 "ratio": t_write_raw / t_write_store},
+        "seq_read_rows_per_s": {"store": n_rows / t_seq_store, "raw": n_rows / t_seq_raw,
+                                "ratio": t_seq_raw / t_seq_store},
+        "random_read_rows_per_s": {"store": n_batches * args.batch / t_rand_store,
+                                   "raw": n_batches * args.batch / t_rand_raw, "ratio": t_rand_raw / t_rand_store},
+        "zarr_row_at_a_time_rows_per_s": args.naive_rows / t_naive,
+        "store_mb": mb,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"{n_rows:,} rows of {width * 4:,} bytes ({mb:.0f} MB); random batches of {args.batch}")
+        print(f"{'':<26}{'store rows/s':>14}{'raw rows/s':>14}{'store/raw':>11}")
+        for label, key in (("sequential write", "seq_write_rows_per_s"), ("sequential read", "seq_read_rows_per_s"),
+                           ("batched random read", "random_read_rows_per_s")):
+            f = figures[key]
+            print(f"{label:<26}{f['store']:>14,.0f}{f['raw']:>14,.0f}{f['ratio']:>11.2f}")
+        print(f"{'zarr row-at-a-time read':<26}{figures['zarr_row_at_a_time_rows_per_s']:>14,.0f}")
+        print("(write: the store also writes Parquet metadata and fsyncs every unit; raw fsyncs once)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

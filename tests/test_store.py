@@ -1,0 +1,279 @@
+"""The store: exact round trips, the commit protocol under SIGKILL, concurrent writers, verify, compaction,
+and a format that plain zarr + pyarrow can read."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from conftest import fill_units, tiny_manifest
+
+import zoo
+from zoo.errors import StoreError, StoreNotFoundError, ZooError
+from zoo.store import ZooWriter, verify
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          env=env, check=check, timeout=300)
+
+
+def test_round_trip_is_bit_identical(filled):
+    writer, written = filled
+    z = zoo.open(writer.url)
+    meta = z.metadata
+    assert meta.num_rows == writer.plan.checkpoints == 20 * 3
+    for u in writer.plan.units:
+        rows = [u.row_start + i for i in range(len(u.model_ids))]
+        got = z.read_rows(u.arch_id, rows)
+        assert got.dtype == np.float32
+        assert np.array_equal(got.view(np.uint32), written[u.unit_id].view(np.uint32))
+    # state_dict and module give the same bytes
+    u = writer.plan.units[4]
+    layout = z.layout(u.arch_id)
+    sd = z.state_dict(u.model_ids[1], u.epoch)
+    assert torch.equal(layout.flatten(sd), torch.from_numpy(written[u.unit_id][1]))
+    module = z.module(u.model_ids[1], u.epoch)
+    assert not module.training
+    assert torch.equal(layout.flatten(module.state_dict()), torch.from_numpy(written[u.unit_id][1]))
+
+
+def test_metadata_types_and_values(filled):
+    writer, _ = filled
+    meta = zoo.open(writer.url).metadata
+    types = {f.name: f.type for f in meta.schema}
+    assert types["model_id"] == pa.int64() and types["epoch"] == pa.int64() and types["arch"] == pa.string()
+    assert types["lr"] == pa.float64() and types["batch_size"] == pa.int64() and types["activation"] == pa.string()
+    assert types["hidden"] == pa.list_(pa.int64()) and types["test_acc"] == pa.float64()
+    rows = meta.to_pylist()
+    assert [(r["model_id"], r["epoch"]) for r in rows] == [(m, e) for m in range(20) for e in (0, 1, 3)]
+    spec = writer.manifest.models[7]
+    row = next(r for r in rows if r["model_id"] == 7)
+    for k, v in spec.hparams.items():
+        assert row[k] == v, k
+    assert row["status"] == "ok" and row["device"] == "cpu" and row["wall_time_s"] == 1.5
+    assert row["val_acc"] is None  # not reported: null, not a made-up number
+
+
+def test_batched_reads_match_zarr_in_any_order(filled):
+    writer, _ = filled
+    z = zoo.open(writer.url)
+    arch = z.arch_ids[0]
+    array = z.weights(arch)
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, array.shape[0], size=200)  # includes padding rows and repeats
+    expected = np.stack([np.asarray(array[int(r)]) for r in rows])
+    assert z.reader(arch).direct
+    assert np.array_equal(z.read_rows(arch, rows), expected)
+
+
+def test_compressed_store_reads_through_zarr(store_path, manifest):
+    writer = zoo.create(store_path, manifest, group_size=4, compressor="zstd")
+    written = fill_units(writer, writer.plan.units[:3])
+    z = zoo.open(store_path)
+    u = writer.plan.units[2]
+    assert not z.reader(u.arch_id).direct
+    got = z.read_rows(u.arch_id, [u.row_start + i for i in range(len(u.model_ids))])
+    assert np.array_equal(got, written[u.unit_id])
+    assert verify(store_path).ok
+
+
+def test_reopen_resumes_and_refuses_other_manifests(filled, tmp_path):
+    writer, _ = filled
+    again = zoo.create(writer.url, tiny_manifest(), group_size=3)
+    assert again.done_units() == {u.unit_id for u in writer.plan.units}
+    with pytest.raises(StoreError, match=r"created with group size 3, not 4; rerun with --group-size 3"):
+        zoo.create(writer.url, tiny_manifest(), group_size=4)
+    with pytest.raises(StoreError, match=r"holds zoo 'tiny' built from another manifest"):
+        zoo.create(writer.url, tiny_manifest(training__lr=0.5), group_size=3)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    with pytest.raises(StoreError, match=r"junk: exists and is not a weightzoo store"):
+        zoo.create(tmp_path / "junk", tiny_manifest())
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(StoreNotFoundError, match=r"nothing.zoo: no weightzoo store here"):
+        zoo.open(tmp_path / "nothing.zoo")
+    assert not (tmp_path / "nothing.zoo").exists()
+    with pytest.raises(ZooError, match=r"no committed checkpoint for model 0 at epoch 0"):
+        z = zoo.create(tmp_path / "empty.zoo", tiny_manifest())
+        z.state_dict(0, 0)
+
+
+def test_write_unit_rejects_bad_input(store_path, manifest):
+    writer = zoo.create(store_path, manifest, group_size=3)
+    u = writer.plan.units[0]
+    width = writer.layout(u.arch_id).size
+    with pytest.raises(ZooError, match=rf"unit 0: weights of shape \(2, {width}\); expected \(3, {width}\)"):
+        writer.write_unit(u, np.zeros((2, width), np.float32), [{}] * 2)
+    with pytest.raises(ZooError, match=r"unknown metadata fields \['accuracy'\]"):
+        writer.write_unit(u, np.zeros((3, width), np.float32), [{"accuracy": 1.0}] * 3)
+    with pytest.raises(ZooError, match=r"status 'broken'; allowed: ok, diverged"):
+        writer.write_unit(u, np.zeros((3, width), np.float32), [{"status": "broken"}] * 3)
+    assert writer.metadata.num_rows == 0
+
+
+def test_diverged_rows_are_kept(store_path, manifest):
+    writer = zoo.create(store_path, manifest, group_size=3)
+    u = writer.plan.units[0]
+    rows = np.full((3, writer.layout(u.arch_id).size), np.nan, np.float32)
+    writer.write_unit(u, rows, [{"status": "diverged", "train_loss": float("nan")}] * 3)
+    z = zoo.open(store_path)
+    assert z.metadata.column("status").to_pylist() == ["diverged"] * 3
+    assert np.isnan(z.read_rows(u.arch_id, [u.row_start])).all()
+    assert verify(store_path).ok
+
+
+WRITER = """
+import sys, os, signal
+import numpy as np
+from conftest import tiny_manifest, fill_units
+import zoo
+path, first, last, kill_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+writer = zoo.create(path, tiny_manifest(), group_size=3)
+units = writer.plan.units
+for u in units[first:last]:
+    if u.unit_id in writer.done_units():
+        continue
+    rng = np.random.default_rng(u.unit_id)
+    rows = rng.standard_normal((len(u.model_ids), writer.layout(u.arch_id).size)).astype(np.float32)
+    die = (lambda: os.kill(os.getpid(), signal.SIGKILL)) if u.unit_id == kill_at else None
+    writer.write_unit(u, rows, [{"test_acc": 0.5}] * len(u.model_ids), _after_weights=die)
+"""
+
+
+def test_sigkill_between_weights_and_metadata_leaves_no_half_checkpoint(store_path):
+    result = _run(WRITER, str(store_path), "0", "10", "4", check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    report = verify(store_path)
+    assert report.ok and report.checked == 4 * 3
+    z = zoo.open(store_path)
+    assert z.done_units() == {0, 1, 2, 3}  # unit 4's weights were written, but without metadata it does not exist
+    assert "4 of" in report.notes[-1]
+    # rerun: completes exactly the missing units, and the result equals an uninterrupted writer's
+    _run(WRITER, str(store_path), "0", "10", "-1")
+    clean = store_path.parent / "clean.zoo"
+    _run(WRITER, str(clean), "0", "10", "-1")
+    a, b = zoo.open(store_path), zoo.open(clean)
+    assert a.done_units() == b.done_units() == set(range(10))
+    arch = a.arch_ids[0]
+    rows = a.metadata.column("row").to_pylist()
+    assert np.array_equal(a.read_rows(arch, rows), b.read_rows(arch, rows))
+    assert verify(store_path).ok
+
+
+def test_two_concurrent_writers_complete_the_store(store_path):
+    zoo.create(store_path, tiny_manifest(), group_size=3)
+    n = len(zoo.open(store_path).plan.units)
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(store_path), str(lo), str(hi), "-1"],
+                              env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+                              stderr=subprocess.PIPE, text=True)
+             for lo, hi in ((0, n // 2), (n // 2, n))]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    z = zoo.open(store_path)
+    assert z.done_units() == set(range(n))
+    keys = list(zip(z.metadata.column("model_id").to_pylist(), z.metadata.column("epoch").to_pylist()))
+    assert len(keys) == len(set(keys)) == z.plan.checkpoints
+    assert verify(store_path).ok
+
+
+def test_flipped_byte_is_named_by_verify(filled):
+    writer, _ = filled
+    u = writer.plan.units[5]
+    array = writer.weights(u.arch_id)
+    shard = Path(writer.url) / array.path / array.metadata.encode_chunk_key((u.row_start // 3, 0))
+    data = bytearray(shard.read_bytes())
+    row_bytes = writer.layout(u.arch_id).size * 4
+    data[row_bytes + 17] ^= 0x40  # inside slot 1's row
+    shard.write_bytes(bytes(data))
+    report = verify(writer.url)
+    assert not report.ok
+    assert [(d.model_id, d.epoch) for d in report.damaged] == [(u.model_ids[1], u.epoch)]
+    out = subprocess.run([sys.executable, "-m", "zoo.cli", "verify", writer.url], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 1
+    assert f"damaged: model {u.model_ids[1]} epoch {u.epoch}" in out.stdout
+
+
+def test_corrupt_shard_index_damages_every_row_of_the_shard(filled):
+    writer, _ = filled
+    u = writer.plan.units[2]
+    array = writer.weights(u.arch_id)
+    shard = Path(writer.url) / array.path / array.metadata.encode_chunk_key((u.row_start // 3, 0))
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # in the shard index
+    shard.write_bytes(bytes(data))
+    report = verify(writer.url)
+    assert sorted((d.model_id, d.epoch) for d in report.damaged) == sorted((m, u.epoch) for m in u.model_ids)
+
+
+def test_compaction_keeps_every_row(filled):
+    writer, _ = filled
+    before = zoo.open(writer.url).metadata
+    merged = ZooWriter(writer.url).compact()
+    assert merged == len(writer.plan.units)
+    files = sorted(p.name for p in (Path(writer.url) / "metadata").iterdir())
+    assert len(files) == 1 and files[0].startswith("part-")
+    after = zoo.open(writer.url).metadata
+    assert after.equals(before)
+    # new units after compaction land beside the part; a crash mid-compaction (part + old fragments) dedupes
+    assert verify(writer.url).ok
+
+
+def test_compaction_crash_window_dedupes(filled):
+    writer, _ = filled
+    before = zoo.open(writer.url).metadata
+    meta_dir = Path(writer.url) / "metadata"
+    saved = {p.name: p.read_bytes() for p in meta_dir.iterdir()}
+    ZooWriter(writer.url).compact()
+    for name, data in saved.items():  # as if the process died before removing the fragments
+        (meta_dir / name).write_bytes(data)
+    assert zoo.open(writer.url).metadata.equals(before)
+
+
+PLAIN_READER = """
+import json, sys, zlib
+import numpy as np, pyarrow.parquet as pq, zarr
+store = sys.argv[1]
+group = zarr.open_group(store, mode="r")
+attrs = group.attrs["weightzoo"]
+meta = pq.read_table(store + "/metadata").to_pylist()
+out = {}
+for row in meta:
+    array = group[attrs["architectures"][row["arch"]]["array"]]
+    values = np.asarray(array[row["row"]])
+    assert zlib.crc32(values.astype("<f4").tobytes()) == row["crc32"]
+    layout = attrs["architectures"][row["arch"]]["layout"]["tensors"]
+    first = layout[0]
+    kernel = values[first["offset"]:first["offset"] + int(np.prod(first["shape"]))].reshape(first["shape"])
+    out[f'{row["model_id"]}/{row["epoch"]}'] = [float(values.sum()), kernel.shape[0]]
+assert not any(m.startswith(("zoo", "builders", "loaders")) for m in sys.modules), "imported weightzoo"
+print(json.dumps(out))
+"""
+
+
+def test_plain_zarr_and_pyarrow_read_every_checkpoint(filled):
+    writer, written = filled
+    out = json.loads(subprocess.run([sys.executable, "-c", PLAIN_READER, writer.url], capture_output=True, text=True,
+                                    check=True, cwd="/").stdout)
+    assert len(out) == writer.plan.checkpoints
+    first_layer = writer.layout(writer.arch_ids[0]).tensors[0].shape[0]
+    for u in writer.plan.units:
+        for slot, m in enumerate(u.model_ids):
+            total, rows = out[f"{m}/{u.epoch}"]
+            assert total == pytest.approx(float(written[u.unit_id][slot].sum()), rel=1e-6)
+            assert rows == first_layer
