@@ -14,7 +14,7 @@ from zoo.layout import Layout
 from zoo.symmetry import SymmetrySpec
 
 SHAPES = {"cnn-s": (1, 28, 28), "cnn-l": (3, 32, 32), "smallcnn": (1, 28, 28), "mlp": (1, 8, 8),
-          "resnet18": (3, 32, 32)}
+          "resnet": (3, 16, 16), "resnet18": (3, 32, 32)}
 
 
 def test_every_registered_architecture_is_covered():
@@ -104,6 +104,12 @@ def test_allowed_symmetries_follow_activation_and_pooling():
     assert spec.groups["H1"].allowed("gelu") == {"permute"}
 
 
+def test_small_resnet_matches_torchvision_naming():
+    small = get_architecture("resnet", (3, 32, 32), width=64, blocks=[2, 2, 2, 2]).layout
+    big = get_architecture("resnet18", (3, 32, 32)).layout
+    assert small == big  # same names, shapes, offsets and roles: one family, one symmetry table
+
+
 def test_resnet_streams_are_tied():
     spec = get_architecture("resnet18", (3, 32, 32)).symmetry
     stream = {name for name, axis, _ in spec.perm_to_axes()["S0"]}
@@ -135,7 +141,7 @@ def test_permutation_then_inverse_restores_state_dict(seed):
 
 def test_unknown_architecture_lists_valid_names():
     with pytest.raises(UnknownNameError, match=r"unknown architecture: got 'cnn-xl'; allowed: cnn-l, cnn-s, mlp, "
-                                               r"resnet18, smallcnn \(did you mean 'cnn-l'\?\)"):
+                                               r"resnet, resnet18, smallcnn \(did you mean 'cnn-l'\?\)"):
         get_architecture("cnn-xl", (1, 28, 28))
 
 

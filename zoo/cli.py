@@ -44,6 +44,26 @@ def _table(rows: Sequence[tuple[str, Any]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
+@command("build")
+def _build(args: argparse.Namespace) -> int:
+    from builders.build import build, parse_shard
+
+    report = build(args.manifest, args.output, device=args.device, shard=parse_shard(args.shard),
+                   group_size=args.group_size, quiet=args.quiet)
+    summary = {"store": report.store, "units_written": report.units_written, "units_skipped": report.units_skipped,
+               "groups_trained": report.groups, "model_epochs": report.model_epochs, "seconds": report.seconds,
+               "model_epochs_per_s": report.model_epochs_per_s, "diverged_models": sorted(report.diverged)}
+    if args.json:
+        _print_json(summary)
+    elif not args.quiet or report.diverged:
+        print(f"{report.store}: wrote {report.units_written} unit(s), skipped {report.units_skipped} already "
+              f"committed; {report.model_epochs:,} model-epochs in {report.seconds:.1f} s "
+              f"({report.model_epochs_per_s:,.1f}/s)")
+        if report.diverged:
+            print(f"diverged (recorded with status 'diverged'): models {sorted(report.diverged)}")
+    return 0
+
+
 @command("plan")
 def _plan(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
@@ -166,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"weightzoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    p = sub.add_parser("build", help="train every model of MANIFEST into STORE (resumes where it stopped)")
+    p.add_argument("manifest")
+    p.add_argument("-o", "--output", required=True, metavar="STORE", help="store path (created or resumed)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="build only groups I, I+N, ... (job arrays)")
+    p.add_argument("--group-size", type=int, default=None, help="models trained together (default: by row size)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the build summary as one JSON object")
+
     p = sub.add_parser("plan", help="show what a build of MANIFEST would make, without training")
     p.add_argument("manifest")
     p.add_argument("--group-size", type=int, default=None, help="models trained together (default: by row size)")
@@ -194,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"zoo {args.command}: interrupted", file=sys.stderr)
+        hint = "; rerun the same command to continue" if args.command == "build" else ""
+        print(f"zoo {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

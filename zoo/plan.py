@@ -1,9 +1,9 @@
 """The build plan: which models train together and where each checkpoint lives.
 
 A *group* is up to ``group_size`` models that share architecture and recipe
-structure (everything but per-model values such as seed, learning rate,
-weight decay, dropout rate and init), so one vectorized computation can train
-them. A *unit of work* is one group at one checkpoint epoch. Row layout in an
+structure (everything but per-model values: seed, learning rate, weight
+decay, momentum and init), so one vectorized computation can train them.
+The dropout rate is structure: a module's dropout probability is one number. A *unit of work* is one group at one checkpoint epoch. Row layout in an
 architecture's weights array: group-major, then checkpoint epoch, then slot,
 each unit padded to ``group_size`` rows, so one unit owns exactly one shard
 and no two writers ever touch the same file.
@@ -22,7 +22,7 @@ from .errors import ZooError
 from .manifest import Manifest, ModelSpec
 
 #: Hyperparameters that may differ inside one vectorized group (per-model values of one computation).
-PER_MODEL = frozenset({"seed", "lr", "weight_decay", "momentum", "dropout", "init"})
+PER_MODEL = frozenset({"seed", "lr", "weight_decay", "momentum", "init", "init_std"})
 #: Target bytes of one unit (one shard file) when choosing a default group size.
 UNIT_BYTES = 256 * 2**20
 MAX_GROUP = 64

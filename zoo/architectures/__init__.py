@@ -8,10 +8,10 @@ from ..registry import Registry
 from .base import ACTIVATIONS, Architecture, ArchDef, Option
 from .convnet import CNN_L, CNN_S, SMALLCNN
 from .mlp import MLP_DEF
-from .resnet import RESNET18
+from .resnet import RESNET, RESNET18
 
 ARCHITECTURES: Registry[ArchDef] = Registry("architecture")
-for _arch in (CNN_S, CNN_L, SMALLCNN, MLP_DEF, RESNET18):
+for _arch in (CNN_S, CNN_L, SMALLCNN, MLP_DEF, RESNET, RESNET18):
     ARCHITECTURES.register(_arch.name, _arch)
 
 

@@ -1,0 +1,6 @@
+"""Everything that produces checkpoints: the vectorized population trainer and build orchestration."""
+
+from .build import BuildReport, build
+from .population import Population
+
+__all__ = ["BuildReport", "Population", "build"]
