@@ -100,6 +100,9 @@ def _torchvision(cls_name: str, layout: str, split_kw: Callable[[bool], dict]) -
 def _read_rgb(paths: list[Path]) -> torch.Tensor:
     from PIL import Image
 
+    if not paths:
+        raise FileNotFoundError("no *.JPEG images found")
+
     def read(p: Path) -> np.ndarray:
         with Image.open(p) as im:
             return np.asarray(im.convert("RGB"))  # a few Tiny-ImageNet images are grayscale
@@ -174,13 +177,13 @@ def _read_raw(cfg: Mapping[str, Any]) -> Raw:
 # --- preprocessing --------------------------------------------------------------------------------------------
 def _preprocess(raw: torch.Tensor, cfg: Mapping[str, Any], device: torch.device) -> torch.Tensor:
     """float [0, 1] -> grayscale -> resize -> center crop, in batches, on ``device``."""
-    n, c, h, _ = raw.shape
+    n, c, h, w = raw.shape
     channels = 1 if cfg["grayscale"] else c
     side = cfg["resize"] or h
     crop = cfg["center_crop"] if cfg["center_crop"] and cfg["center_crop"] < side else None
     out_side = crop or side
     out = torch.empty((n, channels, out_side, out_side), dtype=torch.float32, device=device)
-    batch = max(1, _BATCH_FLOATS // (c * max(h * h, side * side)))
+    batch = max(1, _BATCH_FLOATS // (c * max(h * w, side * side)))
     luma = torch.tensor(LUMA, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     for lo in range(0, n, batch):
         x = raw[lo:lo + batch].to(device, non_blocking=True)
