@@ -191,15 +191,19 @@ def test_two_concurrent_writers_complete_the_store(store_path):
     assert verify(store_path).ok
 
 
+def flip_byte(writer, unit, offset: int, mask: int) -> None:
+    """XOR one byte of the shard file holding ``unit`` (a negative offset counts from the end)."""
+    array = writer.weights(unit.arch_id)
+    shard = Path(writer.url) / array.path / array.metadata.encode_chunk_key((unit.row_start // 3, 0))
+    data = bytearray(shard.read_bytes())
+    data[offset] ^= mask
+    shard.write_bytes(bytes(data))
+
+
 def test_flipped_byte_is_named_by_verify(filled):
     writer, _ = filled
     u = writer.plan.units[5]
-    array = writer.weights(u.arch_id)
-    shard = Path(writer.url) / array.path / array.metadata.encode_chunk_key((u.row_start // 3, 0))
-    data = bytearray(shard.read_bytes())
-    row_bytes = writer.layout(u.arch_id).size * 4
-    data[row_bytes + 17] ^= 0x40  # inside slot 1's row
-    shard.write_bytes(bytes(data))
+    flip_byte(writer, u, writer.layout(u.arch_id).size * 4 + 17, 0x40)  # inside slot 1's row
     report = verify(writer.url)
     assert not report.ok
     assert [(d.model_id, d.epoch) for d in report.damaged] == [(u.model_ids[1], u.epoch)]
@@ -212,11 +216,7 @@ def test_flipped_byte_is_named_by_verify(filled):
 def test_corrupt_shard_index_damages_every_row_of_the_shard(filled):
     writer, _ = filled
     u = writer.plan.units[2]
-    array = writer.weights(u.arch_id)
-    shard = Path(writer.url) / array.path / array.metadata.encode_chunk_key((u.row_start // 3, 0))
-    data = bytearray(shard.read_bytes())
-    data[-10] ^= 0xFF  # in the shard index
-    shard.write_bytes(bytes(data))
+    flip_byte(writer, u, -10, 0xFF)  # in the shard index
     report = verify(writer.url)
     assert sorted((d.model_id, d.epoch) for d in report.damaged) == sorted((m, u.epoch) for m in u.model_ids)
 
