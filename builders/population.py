@@ -94,6 +94,12 @@ class Population:
         def one(params, buffers, inputs):
             return functional_call(self.template, (params, buffers), (inputs,))
 
+        if x.dim() == (4 if shared_input else 5):
+            # channels-last memory: vmap lowers a conv over models to one grouped conv on (B, K*C, H, W), which
+            # oneDNN runs 2-3x faster in NHWC; the layout carries through the following layers
+            x = (x.contiguous(memory_format=torch.channels_last) if shared_input
+                 else x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2))
+
         return vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
             self.params, self.buffers, x)
 

@@ -21,12 +21,21 @@ from ..symmetry import conv, dense, norm
 from .base import ArchDef, Option
 
 
+class GlobalAvgPool(nn.Module):
+    """``AdaptiveAvgPool2d(1)`` as a mean: the same numbers, and vmap has a batching rule for it (for
+    channels-last inputs ``adaptive_avg_pool2d`` falls back to a per-model loop under vmap)."""
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 def build_resnet18(in_shape: Sequence[int], num_classes: int) -> nn.Module:
     from torchvision.models import resnet18  # imported here: torchvision costs seconds at start-up
 
     model = resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
+    model.avgpool = GlobalAvgPool()
     return model
 
 
@@ -52,7 +61,7 @@ class ResNet(nn.Module):
                 planes_in = planes
             setattr(self, f"layer{stage}", nn.Sequential(*layers))
         self.stages = len(blocks)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(planes_in, num_classes)
 
     def forward(self, x):
