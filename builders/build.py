@@ -120,8 +120,7 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
     states = _States(writer)
     epochs = manifest.training["epochs"]
     pending = [g for g in groups if any(u.unit_id not in done for u in units_of[g.group])]
-    report.units_skipped = sum(len(units_of[g.group]) for g in groups) - sum(
-        sum(u.unit_id not in done for u in units_of[g.group]) for g in pending)
+    report.units_skipped = sum(u.unit_id in done for g in groups for u in units_of[g.group])
     total = sum(len(g.model_ids) for g in groups) * epochs
     finished = total - sum(len(g.model_ids) for g in pending) * epochs
     bar = tqdm(total=total, initial=finished, unit="model-epoch", disable=quiet, dynamic_ncols=True,
