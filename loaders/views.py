@@ -1,0 +1,137 @@
+"""Views: small pure functions from a batch of flat rows (+ the layout) to a learner's format, and back.
+
+Each view is derived from the layout alone (names, shapes, offsets, roles), so
+a new architecture gets every view without a line of code. ``encode`` maps
+rows (B, P) to a dict of tensors; ``decode`` maps that dict back to rows where
+the view is invertible (so generated tokens become models).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from zoo.errors import ZooError, allowed_text
+from zoo.layout import Layout
+from zoo.registry import Registry
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    encode: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    decode: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None
+
+
+VIEWS: Registry[Callable[..., View]] = Registry("view")
+
+
+def make_view(name: str, layout: Layout, **options: Any) -> View:
+    return VIEWS.get(name)(layout, **options)
+
+
+@VIEWS.decorator("flat")
+def flat(layout: Layout) -> View:
+    return View("flat", lambda rows: {"weights": rows}, lambda batch: batch["weights"])
+
+
+@VIEWS.decorator("state_dict")
+def state_dict(layout: Layout) -> View:
+    return View("state_dict", lambda rows: layout.unflatten(rows), lambda batch: layout.flatten(batch))
+
+
+def modules(layout: Layout) -> list[tuple[str, list]]:
+    """Tensors grouped by owning module (the name before the last dot), in layout order."""
+    out: dict[str, list] = {}
+    for t in layout.tensors:
+        out.setdefault(t.name.rsplit(".", 1)[0] if "." in t.name else "", []).append(t)
+    return list(out.items())
+
+
+class Tokenizer:
+    """SANE-style tokens: one row per output channel of every module (its incoming weights, then its bias;
+    for BatchNorm its weight, bias, running mean and variance), cut into tokens of ``tokensize`` values with
+    zero padding and a mask. Positions are (global token index, module index, token index within the module).
+
+    One precomputed index (token slot -> flat position, -1 for padding) drives encode and decode.
+    """
+
+    def __init__(self, layout: Layout, tokensize: int = 64) -> None:
+        if tokensize < 1:
+            raise ZooError(f"tokensize must be >= 1, got {tokensize}")
+        self.layout, self.tokensize = layout, tokensize
+        slots, positions, start = [], [], 0
+        for layer, (_, tensors) in enumerate(modules(layout)):
+            channels = tensors[0].shape[0]
+            if any(t.shape[0] != channels for t in tensors):
+                raise ZooError(f"module of {tensors[0].name!r}: tensors disagree on the output channel count")
+            per_channel = [(t.offset + torch.arange(t.size).view(channels, -1)) for t in tensors]
+            rows = torch.cat(per_channel, dim=1)  # (channels, values per channel)
+            width = rows.shape[1]
+            n_tok = math.ceil(width / tokensize)
+            padded = torch.full((channels, n_tok * tokensize), -1, dtype=torch.int64)
+            padded[:, :width] = rows
+            tokens = padded.view(channels * n_tok, tokensize)
+            slots.append(tokens)
+            k = tokens.shape[0]
+            positions.append(torch.stack([torch.arange(start, start + k), torch.full((k,), layer),
+                                          torch.arange(k)], dim=1))
+            start += k
+        self.index = torch.cat(slots)  # (T, tokensize)
+        self.mask = self.index >= 0
+        self.positions = torch.cat(positions)  # (T, 3)
+        self.gather = self.index.clamp_min(0).view(-1)
+        self.valid = self.mask.view(-1)
+        if int(self.valid.sum()) != layout.size:  # every value appears exactly once
+            raise ZooError("tokenization does not cover the layout exactly once")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.index.shape[0]
+
+    def encode(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        b = rows.shape[0]
+        tokens = rows[:, self.gather.to(rows.device)].view(b, self.num_tokens, self.tokensize)
+        mask = self.mask.to(rows.device)
+        tokens = tokens * mask
+        return {"tokens": tokens, "mask": mask.expand(b, -1, -1), "positions": self.positions.to(rows.device)
+                .expand(b, -1, -1)}
+
+    def decode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens = batch["tokens"]
+        b = tokens.shape[0]
+        rows = torch.zeros(b, self.layout.size, dtype=tokens.dtype, device=tokens.device)
+        valid = self.valid.to(tokens.device)
+        rows[:, self.index.view(-1)[self.valid].to(tokens.device)] = tokens.reshape(b, -1)[:, valid]
+        return rows
+
+
+@VIEWS.decorator("tokens")
+def tokens(layout: Layout, tokensize: int = 64) -> View:
+    tok = Tokenizer(layout, tokensize)
+    return View("tokens", tok.encode, tok.decode)
+
+
+def random_window(batch: dict[str, torch.Tensor], windowsize: int, generator: torch.Generator | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """A random window of ``windowsize`` consecutive tokens per sample (SANE's training windows)."""
+    b, t = batch["tokens"].shape[:2]
+    if windowsize >= t:
+        return batch
+    start = torch.randint(0, t - windowsize + 1, (b, 1), generator=generator)
+    idx = (start + torch.arange(windowsize)).to(batch["tokens"].device)
+    return {k: v.gather(1, idx.view(b, windowsize, *([1] * (v.dim() - 2))).expand(b, windowsize, *v.shape[2:]))
+            for k, v in batch.items()}
+
+
+def view_names() -> list[str]:
+    return VIEWS.names()
+
+
+def check_view(name: str) -> None:
+    if name not in VIEWS:
+        raise ZooError(f"view: {allowed_text(name, VIEWS.names())}")
