@@ -13,6 +13,7 @@ every n-th group, so n processes on one store build disjoint units.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -101,6 +102,12 @@ class _States:
         if path is not None and path.exists():
             path.unlink()
 
+    def remove_all(self) -> None:
+        """Once every unit is committed nobody writes state any more: drop the folder and any temporary
+        file that a killed writer left in it."""
+        if self.dir is not None and self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
 
 def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "auto", shard: tuple[int, int] = (0, 1),
           group_size: int | None = None, quiet: bool = False, data: ImageData | None = None,
@@ -147,6 +154,9 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
         bar.close()
         if flush:
             torch.set_flush_denormal(False)
+    writer.refresh()
+    if len(writer.done_units()) == len(plan.units):
+        states.remove_all()
     report.seconds = time.perf_counter() - start
     return report
 
