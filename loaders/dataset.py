@@ -92,7 +92,8 @@ class ZooDataset(Dataset):
         for column in targets:
             if column not in meta.column_names:
                 raise ZooError(f"targets: unknown metadata column {allowed_text(column, meta.column_names)}")
-            values = [meta.column(column).to_pylist()[i] for i in self.indices]
+            column_values = meta.column(column).to_pylist()
+            values = [column_values[i] for i in self.indices]
             if values and isinstance(values[0], str):
                 classes = sorted(set(values))
                 self.targets[column] = torch.tensor([classes.index(v) for v in values])

@@ -1,0 +1,106 @@
+"""Shuffled epoch reads through the loaders against the alternatives, in one run.
+
+One store of CNN-s checkpoints (default 50,000 rows). Samples/s of one shuffled epoch for:
+(a) a numpy memmap random-row read of the same bytes (the limit), (b) naive row-at-a-time zarr reads (a subset,
+extrapolated), (c) one ``torch.load`` per sample file (how SANE's preprocessed datasets are stored; a subset),
+(d) ``ZooDataset`` through a DataLoader with ``flat``, ``tokens``, and ``tokens`` + permutation augmentation.
+``--json`` prints one JSON object with ``flat_over_memmap_ratio`` and ``flat_over_naive_zarr_ratio``.
+
+    python benchmarks/loader.py [--rows 50000] [--batch 256] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import zoo
+from loaders import ZooDataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from store import manifest_for  # noqa: E402
+
+
+def rate(n: int, fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--subset", type=int, default=2_000, help="samples timed for the slow baselines")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the targets are per CPU core
+
+    tmp = Path(tempfile.mkdtemp(prefix="zoo-loader-bench-"))
+    writer = zoo.create(tmp / "bench.zoo", manifest_for(args.rows), group_size=64)
+    rng = np.random.default_rng(0)
+    width = writer.layout("cnn-s").size
+    raw = np.lib.format.open_memmap(tmp / "raw.npy", mode="w+", dtype=np.float32, shape=(args.rows, width))
+    n = 0
+    for u in writer.plan.units:
+        block = rng.standard_normal((len(u.model_ids), width)).astype(np.float32) * 0.1
+        writer.write_unit(u, block, [{"test_acc": 0.5}] * len(u.model_ids))
+        take = min(len(block), args.rows - n)
+        raw[n:n + take] = block[:take]
+        n += take
+    raw.flush()
+    ds = ZooDataset(tmp / "bench.zoo")
+    total = len(ds)
+    order = rng.permutation(total)
+
+    mm = np.load(tmp / "raw.npy", mmap_mode="r")
+    memmap = rate(total, lambda: [np.array(mm[np.sort(order[i:i + args.batch] % len(mm))])
+                                  for i in range(0, total, args.batch)])
+    array = ds.zoo.weights("cnn-s")
+    sub = ds.rows[order[:args.subset]]
+    naive = rate(len(sub), lambda: [np.asarray(array[int(r)]) for r in sub])
+    files = tmp / "samples"
+    files.mkdir()
+    for i, r in enumerate(sub):
+        torch.save({"weights": torch.from_numpy(ds.zoo.read_rows("cnn-s", [r])[0])}, files / f"{i}.pt")
+    per_file = rate(len(sub), lambda: [torch.load(files / f"{i}.pt") for i in range(len(sub))])
+
+    def loader_rate(**kw) -> float:
+        d = ZooDataset(tmp / "bench.zoo", **kw)
+        loader = DataLoader(d, batch_size=args.batch, shuffle=True, num_workers=0, collate_fn=d.collate)
+        return rate(total, lambda: [None for _ in loader])
+
+    figures = {"rows": total, "batch": args.batch, "threads": 1,
+               "memmap_samples_per_s": memmap, "naive_zarr_samples_per_s": naive,
+               "torch_load_per_file_samples_per_s": per_file,
+               "loader_flat_samples_per_s": loader_rate(view="flat"),
+               "loader_tokens_samples_per_s": loader_rate(view="tokens"),
+               "loader_tokens_permute_samples_per_s": loader_rate(view="tokens", augment=("permute",))}
+    figures["flat_over_memmap_ratio"] = figures["loader_flat_samples_per_s"] / memmap
+    figures["flat_over_naive_zarr_ratio"] = figures["loader_flat_samples_per_s"] / naive
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"{total:,} CNN-s checkpoints, shuffled epoch, batches of {args.batch}, 1 thread")
+    for key, label in (("memmap_samples_per_s", "(a) numpy memmap random rows"),
+                       ("naive_zarr_samples_per_s", "(b) zarr row at a time"),
+                       ("torch_load_per_file_samples_per_s", "(c) torch.load per sample file"),
+                       ("loader_flat_samples_per_s", "(d) ZooDataset flat"),
+                       ("loader_tokens_samples_per_s", "(d) ZooDataset tokens"),
+                       ("loader_tokens_permute_samples_per_s", "(d) ZooDataset tokens + permute")):
+        print(f"{label:<36}{figures[key]:>14,.0f} samples/s")
+    print(f"{'flat / memmap':<36}{figures['flat_over_memmap_ratio']:>14.2f}")
+    print(f"{'flat / naive zarr':<36}{figures['flat_over_naive_zarr_ratio']:>14.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
