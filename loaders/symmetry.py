@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 
 from zoo.layout import Layout
-from zoo.symmetry import SymmetrySpec
+from zoo.symmetry import SymmetrySpec, expand_units, parse_axis
 
 SYMMETRIES = ("permute", "rescale", "signflip")
 
@@ -59,10 +59,10 @@ class BatchSymmetry:
             view = index[:, t.offset:t.stop].view(batch, *t.shape)
             moved = False
             for axis, entry in enumerate(self.spec.axes[t.name]):
-                perm, _, repeat = (entry or "").partition("*")
-                if perm not in perms:
+                parsed = parse_axis(entry)
+                if parsed is None or parsed[0] not in perms:
                     continue
-                p = _expand(perms[perm], int(repeat or 1))  # (B, axis size)
+                p = expand_units(perms[parsed[0]], parsed[1])  # (B, axis size)
                 shape = [batch] + [1] * len(t.shape)
                 shape[axis + 1] = -1
                 view = view.gather(axis + 1, p.view(shape).expand_as(view))
@@ -82,7 +82,7 @@ class BatchSymmetry:
                     view = mult[:, t.offset:t.stop].view(batch, *t.shape)
                     shape = [batch] + [1] * len(t.shape)
                     shape[axis + 1] = -1
-                    view.mul_(_expand(s, repeat).to(dtype).pow(power).view(shape))
+                    view.mul_(expand_units(s, repeat).to(dtype).pow(power).view(shape))
         return mult
 
     def apply(self, rows: torch.Tensor, perms: Mapping[str, torch.Tensor],
@@ -97,11 +97,3 @@ class BatchSymmetry:
         perms, scales = self.draw(rows.shape[0], activation, generator, symmetries, rows.device)
         return self.apply(rows, perms, scales)
 
-
-def _expand(values: torch.Tensor, repeat: int) -> torch.Tensor:
-    """Per-unit (B, n) -> per-input (B, n * repeat) when each unit owns ``repeat`` consecutive inputs."""
-    if repeat == 1:
-        return values
-    if values.dtype == torch.int64:
-        return (values.unsqueeze(-1) * repeat + torch.arange(repeat, device=values.device)).flatten(1)
-    return values.repeat_interleave(repeat, dim=1)

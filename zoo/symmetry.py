@@ -156,14 +156,14 @@ class SymmetrySpec:
         for g, entries in index.items():
             if g in perms:
                 for name, axis, repeat in entries:
-                    idx = _expand(perms[g], repeat)
+                    idx = expand_units(perms[g], repeat)
                     out[name] = out[name].index_select(axis, idx.to(out[name].device))
             if g in scales:
                 s = scales[g]
                 for name, axis, repeat in self.producers(layout, g):
-                    out[name] = out[name] * _along(_expand(s, repeat), axis, out[name].dim())
+                    out[name] = out[name] * _along(expand_units(s, repeat), axis, out[name].dim())
                 for name, axis, repeat in self.consumers(g):
-                    out[name] = out[name] / _along(_expand(s, repeat), axis, out[name].dim())
+                    out[name] = out[name] / _along(expand_units(s, repeat), axis, out[name].dim())
         return out
 
     def random_transform(self, layout: Layout, state_dict: Mapping[str, torch.Tensor],
@@ -195,13 +195,14 @@ class SymmetrySpec:
         return cls({k: tuple(v) for k, v in d["axes"].items()}, groups)
 
 
-def _expand(index: torch.Tensor, repeat: int) -> torch.Tensor:
-    """Per-unit values -> per-input values when each unit owns ``repeat`` consecutive inputs."""
+def expand_units(values: torch.Tensor, repeat: int) -> torch.Tensor:
+    """Per-unit values (..., n) -> per-input values (..., n * repeat) when each unit owns ``repeat``
+    consecutive inputs (indices are expanded to the inputs' indices, scales are repeated)."""
     if repeat == 1:
-        return index
-    if index.dtype in (torch.int64, torch.int32):
-        return (index[:, None] * repeat + torch.arange(repeat, device=index.device)).reshape(-1)
-    return index.repeat_interleave(repeat)
+        return values
+    if values.dtype in (torch.int64, torch.int32):
+        return (values.unsqueeze(-1) * repeat + torch.arange(repeat, device=values.device)).flatten(-2)
+    return values.repeat_interleave(repeat, dim=-1)
 
 
 def _along(values: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
