@@ -3,10 +3,12 @@
 One store of CNN-s checkpoints (default 50,000 rows). Samples/s of one shuffled epoch for:
 (a) a numpy memmap random-row read of the same bytes (the limit), (b) naive row-at-a-time zarr reads (a subset,
 extrapolated), (c) one ``torch.load`` per sample file (how SANE's preprocessed datasets are stored; a subset),
-(d) ``ZooDataset`` through a DataLoader with ``flat``, ``tokens``, and ``tokens`` + permutation augmentation.
+(d) ``ZooDataset`` through a DataLoader with ``flat``, ``tokens``, and ``tokens`` + permutation augmentation, and
+``ZooStream`` (chunk-aware shuffle buffer) with ``flat`` and ``tokens`` + permutation; then a small ResNet-18 store
+(11M parameters per row) read with ``tokens`` and ``tokens`` + permutation.
 ``--json`` prints one JSON object with ``flat_over_memmap_ratio`` and ``flat_over_naive_zarr_ratio``.
 
-    python benchmarks/loader.py [--rows 50000] [--batch 256] [--json]
+    python benchmarks/loader.py [--rows 50000] [--batch 256] [--resnet-rows 24] [--json]
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import zoo
-from loaders import ZooDataset
+from loaders import ZooDataset, ZooStream
+from zoo.manifest import Manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from store import manifest_for  # noqa: E402
@@ -35,11 +38,34 @@ def rate(n: int, fn) -> float:
     return n / (time.perf_counter() - start)
 
 
+def resnet18(tmp: Path, rows: int) -> dict[str, float]:
+    """ResNet-18 (CIFAR stem) checkpoints of random weights, read with tokens (+ permutation), batches of 4."""
+    manifest = Manifest.from_dict({
+        "zoo": {"name": "bench-resnet18"}, "dataset": {"name": "cifar10"},
+        "architecture": {"name": "resnet18"}, "training": {"epochs": 1},
+        "population": {"seeds": {"start": 0, "stop": rows}}, "checkpoints": {"epochs": [1]}}, source="bench")
+    writer = zoo.create(tmp / "resnet18.zoo", manifest, group_size=4)
+    rng = np.random.default_rng(0)
+    width = writer.layout(writer.arch_ids[0]).size
+    for u in writer.plan.units:
+        block = rng.standard_normal((len(u.model_ids), width), dtype=np.float32) * 0.05
+        writer.write_unit(u, block, [{"test_acc": 0.5}] * len(u.model_ids))
+    out = {"resnet18_rows": rows, "resnet18_parameters": width}
+    for key, augment in (("resnet18_tokens_samples_per_s", ()), ("resnet18_tokens_permute_samples_per_s",
+                                                                 ("permute",))):
+        d = ZooDataset(tmp / "resnet18.zoo", view="tokens", augment=augment)
+        loader = DataLoader(d, batch_size=4, shuffle=True, collate_fn=d.collate)
+        next(iter(loader))  # warm the page cache and the tokenizer
+        out[key] = rate(len(d), lambda: [None for _ in loader])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--subset", type=int, default=2_000, help="samples timed for the slow baselines")
+    parser.add_argument("--resnet-rows", type=int, default=24, help="ResNet-18 checkpoints (45 MB each); 0 skips")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the targets are per CPU core
@@ -78,12 +104,21 @@ def main(argv: list[str] | None = None) -> int:
         loader = DataLoader(d, batch_size=args.batch, shuffle=True, num_workers=0, collate_fn=d.collate)
         return rate(total, lambda: [None for _ in loader])
 
+    def stream_rate(**kw) -> float:
+        loader = DataLoader(ZooStream(tmp / "bench.zoo", batch_size=args.batch, buffer_size=16_384, **kw),
+                            batch_size=None, num_workers=0)
+        return rate(total, lambda: [None for _ in loader])
+
     figures = {"rows": total, "batch": args.batch, "threads": 1,
                "memmap_samples_per_s": memmap, "naive_zarr_samples_per_s": naive,
                "torch_load_per_file_samples_per_s": per_file,
                "loader_flat_samples_per_s": loader_rate(view="flat"),
                "loader_tokens_samples_per_s": loader_rate(view="tokens"),
-               "loader_tokens_permute_samples_per_s": loader_rate(view="tokens", augment=("permute",))}
+               "loader_tokens_permute_samples_per_s": loader_rate(view="tokens", augment=("permute",)),
+               "stream_flat_samples_per_s": stream_rate(view="flat"),
+               "stream_tokens_permute_samples_per_s": stream_rate(view="tokens", augment=("permute",))}
+    if args.resnet_rows:
+        figures.update(resnet18(tmp, args.resnet_rows))
     figures["flat_over_memmap_ratio"] = figures["loader_flat_samples_per_s"] / memmap
     figures["flat_over_naive_zarr_ratio"] = figures["loader_flat_samples_per_s"] / naive
     if args.json:
@@ -95,8 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                        ("torch_load_per_file_samples_per_s", "(c) torch.load per sample file"),
                        ("loader_flat_samples_per_s", "(d) ZooDataset flat"),
                        ("loader_tokens_samples_per_s", "(d) ZooDataset tokens"),
-                       ("loader_tokens_permute_samples_per_s", "(d) ZooDataset tokens + permute")):
-        print(f"{label:<36}{figures[key]:>14,.0f} samples/s")
+                       ("loader_tokens_permute_samples_per_s", "(d) ZooDataset tokens + permute"),
+                       ("stream_flat_samples_per_s", "(d) ZooStream flat"),
+                       ("stream_tokens_permute_samples_per_s", "(d) ZooStream tokens + permute"),
+                       ("resnet18_tokens_samples_per_s", "ResNet-18 ZooDataset tokens"),
+                       ("resnet18_tokens_permute_samples_per_s", "ResNet-18 tokens + permute")):
+        if key in figures:
+            print(f"{label:<36}{figures[key]:>14,.1f} samples/s")
     print(f"{'flat / memmap':<36}{figures['flat_over_memmap_ratio']:>14.2f}")
     print(f"{'flat / naive zarr':<36}{figures['flat_over_naive_zarr_ratio']:>14.1f}x")
     return 0

@@ -1,54 +1,59 @@
-"""``ZooDataset``: a map-style PyTorch dataset of checkpoints that works in batches.
+"""Checkpoints of a zoo as batches in a learner's format: a map-style and a streaming dataset.
 
-``torch.utils.data.DataLoader`` hands ``__getitems__`` the whole list of a
-batch's indices, so a batch is one planned read (rows coalesced per shard by
-the store's row reader), one vectorized augmentation and one view encoding,
-never per-item work. Pass ``collate_fn=dataset.collate``: the batch arrives
-already assembled.
+Both share one pipeline per batch (``_Zoo.batch``): one planned read of the
+batch's rows (coalesced per shard by the store's row reader), vectorized
+symmetry augmentation, per-layer normalization, noise and erasing, and one view
+encoding. Nothing is done per item.
 
-Sample order, worker sharding and DDP sharding are the sampler's business
-(``DistributedSampler`` gives each rank a disjoint part); the dataset is
-stateless apart from lazily opened files, so it pickles to workers under both
-fork and spawn.
+* ``ZooDataset`` (map-style): ``DataLoader`` hands ``__getitems__`` the whole
+  list of a batch's indices; pass ``collate_fn=dataset.collate``. Sample order
+  and DDP sharding are the sampler's business (``DistributedSampler``).
+* ``ZooStream`` (iterable): yields whole batches (``DataLoader(stream,
+  batch_size=None)``). Shuffling is chunk-aware: shards (one unit of work each)
+  are shuffled, the shard-ordered rows are cut into disjoint contiguous parts per
+  DDP rank and DataLoader worker, and each part is read one buffer of rows at a
+  time and shuffled inside the buffer, so random order costs no random I/O and
+  memory stays at one buffer whatever the zoo's size.
+
+Both are stateless apart from lazily opened files, so they pickle to workers
+under fork and spawn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+import torch.distributed as dist
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from zoo.errors import ZooError, allowed_text
 from zoo.store import Zoo, open_zoo
 
-from .splits import split_models
+from .augment import erase, noise
+from .normalize import Normalizer, statistics_key
+from .splits import load_split, split_models
 from .symmetry import SYMMETRIES, BatchSymmetry
 from .views import check_view, make_view, random_window
 
-AUGMENTATIONS = (*SYMMETRIES, "noise", "window")
+AUGMENTATIONS = (*SYMMETRIES, "noise", "erase", "window", "two_view")
+STATS_DIR = ".stats"
 
 
-class ZooDataset(Dataset):
-    """Checkpoints of one architecture of a zoo, as batches in a learner's format.
-
-    Args:
-        store: a path, URL or open ``Zoo``.
-        view: ``flat``, ``state_dict`` or ``tokens`` (``view_options`` such as ``tokensize``).
-        split: ``train``, ``val``, ``test`` or ``all``; models are split by ``split_fractions`` and ``seed``.
-        where: metadata filter, column -> allowed value or list of values (e.g. ``{"status": "ok"}``).
-        targets: metadata columns returned beside the weights (string columns as class ids).
-        augment: any of ``permute``, ``rescale``, ``signflip`` (each only where the model's activation
-            allows it), ``noise`` (Gaussian, std ``noise_std``), ``window`` (tokens; ``windowsize``).
-    """
+class _Zoo:
+    """Selection (architecture, split, epochs, filter), targets and the per-batch pipeline."""
 
     def __init__(self, store: str | Path | Zoo, *, view: str = "flat", split: str = "all",
-                 split_fractions: Mapping[str, float] | None = None, seed: int = 0, arch: str | None = None,
+                 split_fractions: Mapping[str, float] | None = None, split_file: str | Path | None = None,
+                 seed: int = 0, arch: str | None = None, epochs: Sequence[int] | None = None,
                  where: Mapping[str, Any] | None = None, targets: Sequence[str] = ("test_acc",),
-                 augment: Sequence[str] = (), noise_std: float = 1e-3, windowsize: int = 64,
+                 augment: Sequence[str] = (), normalize: bool | str | Path | Normalizer | None = None,
+                 noise_std: float = 1e-3, windowsize: int = 64, erase_p: float = 0.5,
+                 erase_scale: tuple[float, float] = (0.02, 0.33), rescale_range: float = 1.0,
                  view_options: Mapping[str, Any] | None = None) -> None:
         self.zoo = store if isinstance(store, Zoo) else open_zoo(store)
         check_view(view)
@@ -61,48 +66,91 @@ class ZooDataset(Dataset):
                 raise ZooError(f"{self.zoo.url} holds several architectures; choose one with arch= "
                                f"({', '.join(arch_ids)})")
             arch = arch_ids[0]
+        elif arch not in arch_ids:
+            raise ZooError(f"arch: {allowed_text(arch, arch_ids)}")
         self.arch = arch
         self.layout = self.zoo.layout(arch)
-        self.view_name, self.view_options = view, dict(view_options or {})
-        self.view = make_view(view, self.layout, **self.view_options)
-        self.augment = tuple(augment)
-        self.noise_std, self.windowsize = noise_std, windowsize
         self.symmetry = BatchSymmetry(self.layout, self.zoo.symmetry(arch))
+        self.view_name, self.view_options = view, dict(view_options or {})
+        self.view = make_view(view, self.layout, spec=self.symmetry.spec, **self.view_options)
+        self.augment = tuple(augment)
+        self.noise_std, self.windowsize, self.rescale_range = noise_std, windowsize, rescale_range
+        self.erase_p, self.erase_scale = erase_p, tuple(erase_scale)
+        self.seed = seed
 
         meta = self.zoo.metadata
-        columns = {c: meta.column(c).to_pylist() for c in ("model_id", "arch", "row")}
-        keep = np.array([a == arch for a in columns["arch"]])
+        model_ids = np.asarray(meta.column("model_id").to_pylist(), dtype=np.int64)
+        keep = np.array([a == arch for a in meta.column("arch").to_pylist()], dtype=bool)
+        if epochs is not None:
+            have = np.asarray(meta.column("epoch").to_pylist(), dtype=np.int64)
+            stored = sorted(set(have[keep].tolist()))
+            missing = [e for e in epochs if e not in stored]
+            if missing:
+                raise ZooError(f"epochs: no checkpoints at epoch {missing[0]}; the store has epochs {stored}")
+            keep &= np.isin(have, list(epochs))
         for column, allowed in (where or {}).items():
             if column not in meta.column_names:
                 raise ZooError(f"where: unknown metadata column {allowed_text(column, meta.column_names)}")
             values = allowed if isinstance(allowed, (list, tuple, set)) else [allowed]
             keep &= np.isin(np.array(meta.column(column).to_pylist(), dtype=object), list(values))
+        selected = keep.copy()  # before the split: normalization statistics use its train part
+        if split_file is not None:
+            parts = load_split(split_file, model_ids.tolist())
+            self.split_key: Any = {"file": str(split_file), "parts": {k: sorted(v) for k, v in parts.items()}}
+        else:
+            parts = split_models(model_ids[keep].tolist(), split_fractions, seed)
+            self.split_key = {"fractions": split_fractions, "seed": seed}
         if split != "all":
-            parts = split_models(columns["model_id"], split_fractions, seed)
             if split not in parts:
                 raise ZooError(f"split: {allowed_text(split, [*parts, 'all'])}")
-            keep &= np.isin(np.array(columns["model_id"]), list(parts[split]))
+            keep &= np.isin(model_ids, list(parts[split]))
         self.indices = np.flatnonzero(keep)
-        self.rows = np.asarray(columns["row"], dtype=np.int64)[self.indices]
-        self.model_ids = np.asarray(columns["model_id"], dtype=np.int64)[self.indices]
+        rows = np.asarray(meta.column("row").to_pylist(), dtype=np.int64)
+        self.rows = rows[self.indices]
+        self.model_ids = model_ids[self.indices]
         activation = meta.column("activation").to_pylist() if "activation" in meta.column_names else None
-        self.activations = ([activation[i] for i in self.indices] if activation is not None
-                            else ["relu"] * len(self.indices))  # the only activation without the option
-        self.targets = {}
+        # relu is the only activation without the option, and it allows every symmetry
+        acts = np.array([activation[i] for i in self.indices] if activation is not None
+                        else ["relu"] * len(self.indices), dtype=object)
+        self.activation_names = sorted(set(acts.tolist()))
+        self.activation_codes = np.array([self.activation_names.index(a) for a in acts], dtype=np.int64)
+        self.targets: dict[str, torch.Tensor] = {}
+        self.classes: dict[str, list[str]] = {}
         for column in targets:
             if column not in meta.column_names:
                 raise ZooError(f"targets: unknown metadata column {allowed_text(column, meta.column_names)}")
             column_values = meta.column(column).to_pylist()
             values = [column_values[i] for i in self.indices]
-            if values and isinstance(values[0], str):
-                classes = sorted(set(values))
-                self.targets[column] = torch.tensor([classes.index(v) for v in values])
+            if any(isinstance(v, str) for v in values):
+                self.classes[column] = sorted(set(values))
+                self.targets[column] = torch.tensor([self.classes[column].index(v) for v in values])
             else:
                 self.targets[column] = torch.tensor([float("nan") if v is None else v for v in values],
                                                     dtype=torch.float32)
+        self.normalizer = self._normalizer(normalize, rows, selected, model_ids, parts, where, epochs)
 
-    def __len__(self) -> int:
-        return len(self.indices)
+    def _normalizer(self, normalize, rows, selected, model_ids, parts, where, epochs) -> Normalizer | None:
+        if normalize is None or normalize is False:
+            return None
+        if isinstance(normalize, Normalizer):
+            return normalize
+        if normalize is not True and normalize != "layer":
+            return Normalizer.load(normalize, self.layout)
+        if "train" not in parts:
+            raise ZooError(f"normalize: statistics come from the train split; the split has {sorted(parts)}")
+        key = statistics_key(arch=self.arch, split=self.split_key, where=where, epochs=epochs,
+                             units=len(self.zoo.done_units()))
+        cached = self.zoo.local / STATS_DIR / f"normalization-{key}.json" if self.zoo.local is not None else None
+        if cached is not None and cached.exists():
+            return Normalizer.load(cached, self.layout)
+        train = rows[selected & np.isin(model_ids, list(parts["train"]))]
+        fitted = Normalizer.fit(lambda r: self.zoo.read_rows(self.arch, r), train, self.layout)
+        if cached is not None:
+            try:
+                fitted.save(cached)
+            except OSError:
+                pass  # a read-only store: the statistics stay in memory
+        return fitted
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -111,46 +159,195 @@ class ZooDataset(Dataset):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.view = make_view(self.view_name, self.layout, **self.view_options)
+        self.view = make_view(self.view_name, self.layout, spec=self.symmetry.spec, **self.view_options)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        batch = self.__getitems__([i])
-        return {k: v[0] for k, v in batch.items()}
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices, dtype=np.int64)
-        rows = torch.from_numpy(self.zoo.read_rows(self.arch, self.rows[idx]))
-        rows = self.augment_rows(rows, [self.activations[i] for i in idx.tolist()])
-        out = self.view.encode(rows)
-        if "window" in self.augment and "tokens" in out:
-            out = random_window(out, self.windowsize)
+    # --- the per-batch pipeline -------------------------------------------------------------
+    def batch(self, idx: np.ndarray, rows: torch.Tensor | None = None) -> dict[str, Any]:
+        """The batch for positions ``idx`` of this selection (``rows``: their weights, if already read)."""
+        if rows is None:
+            rows = torch.from_numpy(self.zoo.read_rows(self.arch, self.rows[idx]))
+        codes = self.activation_codes[idx]
+        if "two_view" in self.augment:
+            out: dict[str, Any] = {"view1": self.transform(rows, codes), "view2": self.transform(rows, codes)}
+        else:
+            out = self.transform(rows, codes)
+        tidx = torch.from_numpy(idx)
         for name, values in self.targets.items():
-            out[name] = values[idx]
+            out[name] = values[tidx]
         out["model_id"] = torch.from_numpy(self.model_ids[idx])
         return out
 
-    def augment_rows(self, rows: torch.Tensor, activations: Sequence[str]) -> torch.Tensor:
-        """Vectorized symmetry augmentation; samples are grouped by activation (it decides what is allowed)."""
+    def transform(self, rows: torch.Tensor, codes: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Augment (each symmetry only where the sample's activation allows it), normalize, encode."""
         symmetries = [a for a in self.augment if a in SYMMETRIES]
         if symmetries:
-            out = rows.clone()
-            for act in set(activations):
-                sel = torch.tensor([a == act for a in activations])
-                out[sel] = self.symmetry.random(rows[sel], act, symmetries=symmetries)
+            codes = np.zeros(len(rows), dtype=np.int64) if codes is None else codes
+            out = rows.clone() if len(self.activation_names) > 1 else None
+            for code, act in enumerate(self.activation_names):
+                sel = torch.from_numpy(codes == code)
+                if out is None:
+                    out = self.symmetry.random(rows, act, symmetries=symmetries, log_scale=self.rescale_range)
+                elif sel.any():
+                    out[sel] = self.symmetry.random(rows[sel], act, symmetries=symmetries,
+                                                    log_scale=self.rescale_range)
             rows = out
+        if self.normalizer is not None:
+            rows = self.normalizer.apply(rows)
         if "noise" in self.augment:
-            rows = rows + torch.randn_like(rows) * self.noise_std
-        return rows
-
-    @staticmethod
-    def collate(batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The batch as ``__getitems__`` built it (or stacked samples, for item-wise fetching)."""
-        if isinstance(batch, dict):
-            return batch
-        return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
+            rows = noise(rows, self.noise_std)
+        tokens = self.view_name == "tokens"
+        if "erase" in self.augment and not tokens:
+            rows = erase(rows, self.erase_p, self.erase_scale)
+        batch = self.view.encode(rows)
+        if tokens:
+            if "erase" in self.augment:
+                batch["tokens"] = erase(batch["tokens"], self.erase_p, self.erase_scale, mask=batch["mask"])
+            if "window" in self.augment:
+                batch = random_window(batch, self.windowsize)
+        return batch
 
     def decode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The view's inverse: back to flat rows (then ``layout.unflatten`` gives a state dict)."""
+        """The view's inverse, then the normalization's: back to flat rows of raw weights
+        (``layout.unflatten`` then gives state dicts, ``layout.load_into`` modules)."""
         if self.view.decode is None:
             raise ZooError(f"view {self.view_name!r} has no inverse")
-        return self.view.decode(dict(batch))
+        rows = self.view.decode(dict(batch))
+        return self.normalizer.invert(rows) if self.normalizer is not None else rows
+
+    @staticmethod
+    def collate(batch):
+        """The batch as the dataset built it (or stacked samples, for item-wise fetching)."""
+        if isinstance(batch, dict):
+            return batch
+        return _stack(batch)
+
+
+def _stack(items: list) -> Any:
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: _stack([it[k] for it in items]) for k in first}
+    return torch.stack(items)
+
+
+def _index(batch: Any, i: int) -> Any:
+    return {k: _index(v, i) for k, v in batch.items()} if isinstance(batch, dict) else batch[i]
+
+
+class ZooDataset(_Zoo, Dataset):
+    """Checkpoints of one architecture of a zoo, map-style, fetched and transformed a batch at a time.
+
+    Args:
+        store: a path, URL or open ``Zoo``.
+        view: ``flat``, ``state_dict``, ``tokens``, ``nfn``, ``dws``, ``graph`` (``view_options`` such as
+            ``tokensize``).
+        split: ``train``, ``val``, ``test`` or ``all``; models (with all their checkpoints) are split by
+            ``split_fractions`` and ``seed``, or as listed in ``split_file`` (``loaders.save_split``).
+        epochs: checkpoint epochs to include (default all).
+        where: metadata filter, column -> allowed value or list of values (e.g. ``{"status": "ok"}``).
+        targets: metadata columns returned beside the weights (string columns as class ids; the class
+            names are in ``dataset.classes``).
+        augment: any of ``permute``, ``rescale`` (factors in exp(+-``rescale_range``)), ``signflip`` (each
+            only where the model's activation allows it), ``noise`` (Gaussian, std ``noise_std``, after
+            normalization), ``erase`` (probability ``erase_p``, area fraction ``erase_scale``), ``window``
+            (tokens; ``windowsize``), ``two_view`` (two independent augmentations per sample, as
+            ``batch["view1"]`` and ``batch["view2"]``, for contrastive learning).
+        normalize: ``"layer"`` (per-tensor mean/std from the train split, cached in the store under
+            ``.stats/``), a saved statistics file, or a ``Normalizer``; ``decode`` inverts it.
+    """
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return _index(self.__getitems__([i]), 0)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        return self.batch(np.asarray(indices, dtype=np.int64))
+
+
+class ZooStream(_Zoo, IterableDataset):
+    """The same checkpoints as a stream of whole batches with chunk-aware shuffling and bounded memory.
+
+    Use ``DataLoader(stream, batch_size=None, num_workers=N)``; call ``set_epoch(e)`` before each epoch for a
+    new order (as with ``DistributedSampler``). DDP ranks (``rank``/``world_size``, default: from
+    ``torch.distributed`` when initialized) and DataLoader workers each take a disjoint contiguous part of the
+    epoch's shard-ordered rows: every sample exactly once per epoch across all of them; parts differ by at
+    most one sample. At most ``buffer_size`` rows (plus one batch) are held in memory per worker.
+
+    Other arguments as for ``ZooDataset``.
+    """
+
+    def __init__(self, store: str | Path | Zoo, *, batch_size: int = 256, shuffle: bool = True,
+                 buffer_size: int = 16_384, drop_last: bool = False, rank: int | None = None,
+                 world_size: int | None = None, **kwargs: Any) -> None:
+        super().__init__(store, **kwargs)
+        if batch_size < 1 or buffer_size < 1:
+            raise ZooError(f"batch_size and buffer_size must be >= 1; got {batch_size}, {buffer_size}")
+        if (rank is None) != (world_size is None):
+            raise ZooError("give both rank and world_size, or neither")
+        if rank is None and dist.is_available() and dist.is_initialized():
+            rank, world_size = dist.get_rank(), dist.get_world_size()
+        self.rank, self.world_size = rank or 0, world_size or 1
+        if not 0 <= self.rank < self.world_size:
+            raise ZooError(f"rank {self.rank} must lie in [0, world_size={self.world_size})")
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.buffer_size = max(buffer_size, batch_size)
+        self.epoch = 0
+        shard_rows = self.zoo.reader(self.arch).shard_rows
+        self._shards = self.rows // shard_rows
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self) -> np.ndarray:
+        """All positions of this selection in this epoch's order: shards shuffled, rows within a shard kept
+        together (the same in every process: a pure function of seed and epoch)."""
+        order = np.lexsort((self.rows, self._shards))  # by shard, then by row
+        if not self.shuffle:
+            return order
+        shards = self._shards[order]
+        starts = np.flatnonzero(np.r_[True, shards[1:] != shards[:-1]])
+        runs = np.split(order, starts[1:])
+        rng = np.random.default_rng([self.seed, self.epoch, 0x5EED])
+        return np.concatenate([runs[i] for i in rng.permutation(len(runs))]) if runs else order
+
+    def part(self, worker: int = 0, workers: int = 1) -> np.ndarray:
+        """The positions this rank's ``worker`` streams this epoch."""
+        order = self.epoch_order()
+        mine = np.array_split(order, self.world_size)[self.rank]
+        return np.array_split(mine, workers)[worker]
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch (over all its workers)."""
+        return len(np.array_split(np.arange(len(self.indices)), self.world_size)[self.rank])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        positions = self.part(worker, workers)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        carry = np.empty(0, dtype=np.int64)
+        carry_rows = np.empty((0, self.layout.size), dtype=np.float32)
+        for start in range(0, len(positions), self.buffer_size):
+            chunk = positions[start:start + self.buffer_size]
+            chunk = chunk[np.argsort(self.rows[chunk], kind="stable")]  # one coalesced read of the buffer
+            rows = self.zoo.read_rows(self.arch, self.rows[chunk])
+            if self.shuffle:
+                mix = rng.permutation(len(chunk))
+                chunk, rows = chunk[mix], rows[mix]
+            if len(carry):
+                chunk, rows = np.concatenate([carry, chunk]), np.concatenate([carry_rows, rows])
+            full = len(chunk) - len(chunk) % self.batch_size
+            for b in range(0, full, self.batch_size):
+                yield self.batch(chunk[b:b + self.batch_size], torch.from_numpy(rows[b:b + self.batch_size]))
+            carry, carry_rows = chunk[full:], rows[full:].copy()
+            del rows
+        if len(carry) and not self.drop_last:
+            yield self.batch(carry, torch.from_numpy(carry_rows))
+
+    def num_batches(self, workers: int = 1) -> int:
+        """Batches this rank yields per epoch with ``workers`` DataLoader workers (each may end on a partial
+        batch unless ``drop_last``). Not ``__len__``: an iterable's length would depend on the worker count."""
+        sizes = [len(p) for p in np.array_split(np.arange(self.num_samples), workers)]
+        return sum(n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size) for n in sizes)

@@ -1,7 +1,7 @@
 """Symmetry augmentation of batches of flat rows, derived from the architecture's symmetry spec.
 
-A hidden-unit permutation of every sample in a batch is one gather over the
-flat rows, ``rows.gather(1, index)``; positive rescaling and sign flips are one
+A hidden-unit permutation of every sample in a batch is, per tensor, one
+block gather (whole kernels move together); positive rescaling and sign flips are one
 multiplier tensor. Both are built per batch from the spec's table (which
 permutation acts on which axis of which tensor), never from layer names, with
 torch ops only, so the same code runs on CPU workers or on a CUDA tensor.
@@ -12,7 +12,9 @@ its consumers divided by it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -22,17 +24,51 @@ from zoo.symmetry import SymmetrySpec, expand_units, parse_axis
 SYMMETRIES = ("permute", "rescale", "signflip")
 
 
+@dataclass(frozen=True)
+class _Blocks:
+    """One tensor seen as (unit dims..., K): every permuted axis and the axes before it are unit dims (an axis
+    with repeat factor k splits into (n, k)); the trailing K values move together (a conv kernel, the k inputs of
+    a flattened channel)."""
+
+    offset: int
+    stop: int
+    dims: tuple[tuple[int, str | None], ...]  # (size, group or None) per unit dim
+    block: int
+
+    @property
+    def count(self) -> int:
+        return math.prod(n for n, _ in self.dims)
+
+
+def _blocks(tensor, entries) -> _Blocks:
+    permuted = [a for a, e in enumerate(entries) if e is not None]
+    last = max(permuted, default=-1)
+    block = math.prod(tensor.shape[last + 1:])
+    dims: list[tuple[int, str | None]] = []
+    for axis in range(last + 1):
+        parsed = parse_axis(entries[axis])
+        if parsed is None:
+            dims.append((tensor.shape[axis], None))
+            continue
+        group, repeat = parsed
+        dims.append((tensor.shape[axis] // repeat, group))
+        if repeat > 1:
+            if axis == last:
+                block *= repeat
+            else:
+                dims.append((repeat, None))
+    return _Blocks(tensor.offset, tensor.stop, tuple(dims), block)
+
+
 class BatchSymmetry:
-    """Precomputed index views of one layout and spec; ``apply`` transforms a batch of rows."""
+    """Precomputed per-tensor plans of one layout and spec; ``apply`` transforms a batch of rows."""
 
     def __init__(self, layout: Layout, spec: SymmetrySpec) -> None:
         self.layout, self.spec = layout, spec
         self.size = layout.size
-        self.index = spec.perm_to_axes()
         self.producers = {g: spec.producers(layout, g) for g in spec.groups}
         self.consumers = {g: spec.consumers(g) for g in spec.groups}
-        # tensors touched by any permutation, in layout order
-        self.touched = [t for t in layout.tensors if t.name in spec.axes]
+        self.blocks = [_blocks(t, spec.axes.get(t.name, (None,) * len(t.shape))) for t in layout.tensors]
 
     def draw(self, batch: int, activation: str | Mapping[int, str] | None, generator: torch.Generator | None,
              symmetries=SYMMETRIES, device: torch.device | str = "cpu",
@@ -52,24 +88,35 @@ class BatchSymmetry:
                 scales[g] = torch.where(u < 0.5, -1.0, 1.0)
         return perms, scales
 
-    def gather_index(self, perms: Mapping[str, torch.Tensor], batch: int, device) -> torch.Tensor:
-        """(B, P) int64 index: row ``b`` of the output takes element ``index[b, j]`` of input row ``b``."""
-        index = torch.arange(self.size, device=device).expand(batch, -1).clone()
-        for t in self.touched:
-            view = index[:, t.offset:t.stop].view(batch, *t.shape)
-            moved = False
-            for axis, entry in enumerate(self.spec.axes[t.name]):
-                parsed = parse_axis(entry)
-                if parsed is None or parsed[0] not in perms:
-                    continue
-                p = expand_units(perms[parsed[0]], parsed[1])  # (B, axis size)
-                shape = [batch] + [1] * len(t.shape)
-                shape[axis + 1] = -1
-                view = view.gather(axis + 1, p.view(shape).expand_as(view))
-                moved = True
-            if moved:
-                index[:, t.offset:t.stop] = view.reshape(batch, -1)
-        return index
+    def permute(self, rows: torch.Tensor, perms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Permute hidden units of every row (row ``b`` by ``perms[g][b]``).
+
+        Per tensor, one small index over its unit dims (``sum_a perm_a[b, i_a] * stride_a``, a few broadcast
+        adds) selects whole blocks of K values: no (B, P) index is ever built, so memory stays at the size of the
+        output whatever the model (ResNet-18 rows hold 11M values), and conv kernels move as blocks.
+        """
+        batch = rows.shape[0]
+        out = torch.empty_like(rows)
+        samples = torch.arange(batch, device=rows.device).view(batch, 1)
+        for b in self.blocks:
+            src, dst = rows[:, b.offset:b.stop], out[:, b.offset:b.stop]
+            if not any(g in perms for _, g in b.dims):
+                dst.copy_(src)
+                continue
+            index, stride = None, b.count
+            for axis, (n, g) in enumerate(b.dims):
+                stride //= n
+                shape = [1] * (len(b.dims) + 1)
+                shape[axis + 1] = n
+                if g in perms:
+                    shape[0] = batch
+                    term = (perms[g] * stride).view(shape)
+                else:
+                    term = (torch.arange(n, device=rows.device) * stride).view(shape)
+                index = term if index is None else index + term
+            index = index.expand(batch, *(n for n, _ in b.dims)).reshape(batch, b.count)
+            dst.view(batch, b.count, b.block)[:] = src.view(batch, b.count, b.block)[samples, index]
+        return out
 
     def multiplier(self, scales: Mapping[str, torch.Tensor], batch: int, device, dtype) -> torch.Tensor | None:
         if not scales:
@@ -88,12 +135,12 @@ class BatchSymmetry:
     def apply(self, rows: torch.Tensor, perms: Mapping[str, torch.Tensor],
               scales: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         batch = rows.shape[0]
-        out = rows.gather(1, self.gather_index(perms, batch, rows.device)) if perms else rows.clone()
+        out = self.permute(rows, perms) if perms else rows.clone()
         mult = self.multiplier(scales or {}, batch, rows.device, rows.dtype)
         return out * mult if mult is not None else out
 
     def random(self, rows: torch.Tensor, activation: str | None, generator: torch.Generator | None = None,
-               symmetries=SYMMETRIES) -> torch.Tensor:
-        perms, scales = self.draw(rows.shape[0], activation, generator, symmetries, rows.device)
+               symmetries=SYMMETRIES, log_scale: float = 1.0) -> torch.Tensor:
+        perms, scales = self.draw(rows.shape[0], activation, generator, symmetries, rows.device, log_scale)
         return self.apply(rows, perms, scales)
 

@@ -30,8 +30,21 @@ class View:
 VIEWS: Registry[Callable[..., View]] = Registry("view")
 
 
-def make_view(name: str, layout: Layout, **options: Any) -> View:
-    return VIEWS.get(name)(layout, **options)
+def make_view(name: str, layout: Layout, spec: Any = None, **options: Any) -> View:
+    """Build view ``name``. ``spec`` (the architecture's ``SymmetrySpec``) reaches only the factories that
+    take a ``spec`` keyword (nfn, dws, graph need it); an option the factory does not take is an error."""
+    import inspect
+
+    factory = VIEWS.get(name)
+    params = inspect.signature(factory).parameters
+    allowed = [p for p in params if p not in ("layout", "spec")]
+    for key in options:
+        if key not in allowed:
+            raise ZooError(f"view {name!r}: unknown option: "
+                           + (allowed_text(key, allowed) if allowed else f"got {key!r}; it takes no options"))
+    if "spec" in params:
+        options["spec"] = spec
+    return factory(layout, **options)
 
 
 @VIEWS.decorator("flat")
@@ -84,8 +97,9 @@ class Tokenizer:
         self.index = torch.cat(slots)  # (T, tokensize)
         self.mask = self.index >= 0
         self.positions = torch.cat(positions)  # (T, 3)
-        self.gather = self.index.clamp_min(0).view(-1)
         self.valid = self.mask.view(-1)
+        # padding slots read a zero column appended to the rows: one index_select, no masking pass
+        self.gather = torch.where(self.valid, self.index.view(-1), layout.size)
         if int(self.valid.sum()) != layout.size:  # every value appears exactly once
             raise ZooError("tokenization does not cover the layout exactly once")
 
@@ -95,9 +109,9 @@ class Tokenizer:
 
     def encode(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         b = rows.shape[0]
-        tokens = rows[:, self.gather.to(rows.device)].view(b, self.num_tokens, self.tokensize)
+        padded = torch.cat([rows, rows.new_zeros(b, 1)], dim=1)
+        tokens = padded.index_select(1, self.gather.to(rows.device)).view(b, self.num_tokens, self.tokensize)
         mask = self.mask.to(rows.device)
-        tokens = tokens * mask
         return {"tokens": tokens, "mask": mask.expand(b, -1, -1), "positions": self.positions.to(rows.device)
                 .expand(b, -1, -1)}
 

@@ -105,7 +105,7 @@ def test_dataloader_workers_see_every_sample_once(filled, context):
 
 def test_dataset_errors(filled):
     writer, _ = filled
-    with pytest.raises(zoo.ZooError, match=r"view: got 'graphs'; allowed: flat, state_dict, tokens"):
+    with pytest.raises(zoo.ZooError, match=r"view: got 'graphs'; allowed: dws, flat, graph, nfn, state_dict, tokens"):  # noqa: E501
         ZooDataset(writer.url, view="graphs")
     with pytest.raises(zoo.ZooError, match=r"augment: got 'permute2'"):
         ZooDataset(writer.url, augment=("permute2",))

@@ -1,0 +1,150 @@
+"""The layers of a network and how they connect, derived from its layout and symmetry spec alone.
+
+The NFN, DWS and graph views all need the same reading of a checkpoint: which
+tensors form one linear/conv layer (weight + optional bias), which permutation
+group its output and input axes carry (``"C3*9"``: a dense layer reading a
+flattened feature map, 9 inputs per channel), and which BatchNorm follows it.
+No layer or architecture name appears here; the rules are:
+
+- a module (the tensor name before the last dot) holding a ``weight``-role
+  tensor is a layer; its ``bias``-role tensor, if any, is the layer's bias;
+- a module holding BatchNorm roles (``bn_weight``, ``bn_bias``,
+  ``running_mean``, ``running_var``; any subset) normalizes the most recent
+  layer (in layout order) whose output carries the same permutation group, as
+  in PyTorch's state-dict order conv -> bn;
+- layers whose input axis carries no permutation read the network's input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from zoo.errors import ZooError
+from zoo.layout import Layout, TensorSpec
+from zoo.symmetry import SymmetrySpec, parse_axis
+
+from .views import modules  # the module grouping the tokens view uses
+
+#: BatchNorm roles in the order the views store them.
+NORM_ROLES = ("bn_weight", "bn_bias", "running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One linear or conv layer: weight (out, in[, *kernel]), optional bias and BatchNorm."""
+
+    index: int
+    weight: TensorSpec
+    bias: TensorSpec | None
+    in_group: str | None  # permutation on the input axis (None: the network's input)
+    in_repeat: int  # inputs per input unit (> 1 for a dense layer reading a flattened feature map)
+    out_group: str | None  # permutation on the output axis (None: the network's output)
+    norm: Mapping[str, TensorSpec] = field(default_factory=dict)  # role -> tensor, roles of NORM_ROLES
+
+    @property
+    def out_units(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def in_units(self) -> int:
+        return self.weight.shape[1] // self.in_repeat
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        """Trailing axes of one (out, in-unit) pair: the conv kernel, ``(k,)`` for a flattened-map dense
+        layer, ``()`` for a plain dense layer."""
+        if self.in_repeat > 1:
+            return (self.in_repeat,)
+        return self.weight.shape[2:]
+
+    @property
+    def values_per_pair(self) -> int:
+        return math.prod(self.kernel)
+
+    @property
+    def kind(self) -> str:
+        """``dense``, ``conv`` or ``flatten`` (dense over a flattened feature map)."""
+        if self.in_repeat > 1:
+            return "flatten"
+        return "conv" if len(self.weight.shape) > 2 else "dense"
+
+
+def _axes(spec: SymmetrySpec, t: TensorSpec) -> list[tuple[str, int] | None]:
+    entries = list(spec.axes.get(t.name, ()))
+    entries += [None] * (len(t.shape) - len(entries))
+    return [parse_axis(e) for e in entries]
+
+
+def network_layers(layout: Layout, spec: SymmetrySpec) -> list[Layer]:
+    """The layers in layout order, each with its bias and BatchNorm; every layout tensor is placed once."""
+    unknown = sorted(set(spec.axes) - set(layout.names))
+    if unknown:
+        raise ZooError(f"symmetry spec names {unknown[0]!r}, which is not in the layout")
+    layers: list[Layer] = []
+    for module, tensors in modules(layout):
+        roles: dict[str, TensorSpec] = {}
+        for t in tensors:
+            if t.role in roles:
+                raise ZooError(f"module {module!r} holds two tensors of role {t.role!r}")
+            roles[t.role] = t
+        if "weight" in roles:
+            stray = sorted(set(roles) - {"weight", "bias"})
+            if stray:
+                raise ZooError(f"module {module!r} mixes a layer weight with {stray[0]!r}")
+            layers.append(_layer(len(layers), roles["weight"], roles.get("bias"), spec))
+        elif set(roles) <= set(NORM_ROLES):
+            _attach_norm(layers, module, roles, spec)
+        else:
+            raise ZooError(f"module {module!r}: a bias without a weight cannot be placed in a layer")
+    return layers
+
+
+def _layer(index: int, weight: TensorSpec, bias: TensorSpec | None, spec: SymmetrySpec) -> Layer:
+    if len(weight.shape) < 2:
+        raise ZooError(f"layer weight {weight.name!r} has shape {weight.shape}; expected (out, in[, *kernel])")
+    axes = _axes(spec, weight)
+    if any(a is not None for a in axes[2:]):
+        raise ZooError(f"{weight.name!r}: kernel axes carry a permutation; only out (0) and in (1) may")
+    out_group = axes[0][0] if axes[0] else None
+    if axes[0] and axes[0][1] != 1:
+        raise ZooError(f"{weight.name!r}: a repeat factor is only supported on the input axis")
+    in_group, in_repeat = axes[1] if axes[1] else (None, 1)
+    if in_repeat > 1 and len(weight.shape) > 2:
+        raise ZooError(f"{weight.name!r}: a repeat factor on a conv's input axis is not supported")
+    if bias is not None:
+        if bias.shape != weight.shape[:1]:
+            raise ZooError(f"bias {bias.name!r} has shape {bias.shape}; its weight expects {weight.shape[:1]}")
+        b_axes = _axes(spec, bias)
+        if (b_axes[0][0] if b_axes[0] else None) != out_group:
+            raise ZooError(f"bias {bias.name!r} carries a different permutation than {weight.name!r}")
+    return Layer(index, weight, bias, in_group, in_repeat, out_group)
+
+
+def _attach_norm(layers: list[Layer], module: str, roles: dict[str, TensorSpec], spec: SymmetrySpec) -> None:
+    groups = {(_axes(spec, t)[0] or (None,))[0] for t in roles.values()}
+    if len(groups) != 1 or None in groups:
+        raise ZooError(f"BatchNorm module {module!r}: its tensors must all carry one permutation group on "
+                       f"axis 0 (found {', '.join(sorted(map(str, groups)))})")
+    group = next(iter(groups))
+    for i in range(len(layers) - 1, -1, -1):
+        if layers[i].out_group == group:
+            if layers[i].norm:
+                raise ZooError(f"BatchNorm module {module!r}: layer {layers[i].weight.name!r} already has one")
+            size = layers[i].out_units
+            bad = [t.name for t in roles.values() if t.shape != (size,)]
+            if bad:
+                raise ZooError(f"BatchNorm tensor {bad[0]!r} does not match the {size} outputs of "
+                               f"{layers[i].weight.name!r}")
+            layers[i] = replace(layers[i], norm={r: roles[r] for r in NORM_ROLES if r in roles})
+            return
+    raise ZooError(f"BatchNorm module {module!r}: no earlier layer writes permutation {group!r}")
+
+
+def require_spec(name: str, spec: SymmetrySpec | None) -> SymmetrySpec:
+    """The spec a view needs, or a clear error saying how to pass it."""
+    if not isinstance(spec, SymmetrySpec):
+        raise ZooError(f"view {name!r} needs the architecture's symmetry spec: "
+                       f"make_view({name!r}, layout, spec=...) with Zoo.symmetry(arch_id) or Architecture.symmetry")
+    return spec
