@@ -32,7 +32,8 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from zoo.errors import ZooError, allowed_text
-from zoo.store import Zoo, open_zoo
+from zoo.hub import open_source
+from zoo.store import Zoo
 
 from .augment import erase, noise
 from .normalize import Normalizer, statistics_key
@@ -55,7 +56,7 @@ class _Zoo:
                  noise_std: float = 1e-3, windowsize: int = 64, erase_p: float = 0.5,
                  erase_scale: tuple[float, float] = (0.02, 0.33), rescale_range: float = 1.0,
                  view_options: Mapping[str, Any] | None = None) -> None:
-        self.zoo = store if isinstance(store, Zoo) else open_zoo(store)
+        self.zoo = open_source(store)
         check_view(view)
         bad = [a for a in augment if a not in AUGMENTATIONS]
         if bad:
@@ -237,7 +238,8 @@ class ZooDataset(_Zoo, Dataset):
     """Checkpoints of one architecture of a zoo, map-style, fetched and transformed a batch at a time.
 
     Args:
-        store: a path, URL or open ``Zoo``.
+        store: a path, URL or open ``Zoo``; or a Hugging Face export (folder or Hub dataset id ``user/name``),
+            imported once into ``~/.cache/weightzoo`` (``$WEIGHTZOO_CACHE``).
         view: ``flat``, ``state_dict``, ``tokens``, ``nfn``, ``dws``, ``graph`` (``view_options`` such as
             ``tokensize``).
         split: ``train``, ``val``, ``test`` or ``all``; models (with all their checkpoints) are split by
