@@ -8,10 +8,13 @@ step count at its last committed checkpoint), or retrains from its
 initialization when there is none, which gives the same bytes because the
 whole computation is a pure function of the manifest. ``shard=(i, n)`` takes
 every n-th group, so n processes on one store build disjoint units.
+``build_group`` is one group's work on its own (manifest, store, group id,
+device), which a distributed backend runs as one task (``ray_backend``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -20,14 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from zoo.data import ImageData, load_image_data
-from zoo.errors import ZooError
+from zoo.errors import StoreError, ZooError
 from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Group, Unit
 from zoo.store import ZooWriter, create
+from zoo.store import format as fmt
 
 from .population import Population
 
@@ -111,12 +116,16 @@ class _States:
 
 def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "auto", shard: tuple[int, int] = (0, 1),
           group_size: int | None = None, quiet: bool = False, data: ImageData | None = None,
-          after_unit: Callable[[Unit], None] | None = None) -> BuildReport:
-    """Train every pending unit of ``manifest`` (in this shard) into the store at ``out``."""
+          after_unit: Callable[[Unit], None] | None = None, storage_options: dict | None = None) -> BuildReport:
+    """Train every pending unit of ``manifest`` (in this shard) into the store at ``out``.
+
+    ``out`` may be an fsspec URL (``s3://...``; ``storage_options`` go to fsspec). The training state that
+    lets an interrupted group resume mid-way is kept only beside a local store: on a URL such a group
+    retrains from its initialization (same bytes) and skips writing the units it had committed."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     dev = resolve_device(device)
-    writer = create(out, manifest, group_size=group_size)
+    writer = create(out, manifest, group_size=group_size, storage_options=storage_options)
     plan = writer.plan
     groups = plan.shard(*shard)
     done = writer.done_units()
@@ -157,6 +166,70 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
     writer.refresh()
     if len(writer.done_units()) == len(plan.units):
         states.remove_all()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def committed_units(writer: ZooWriter) -> set[int]:
+    """Committed unit ids from one listing of the metadata folder: a fragment's name is its unit (it exists only
+    once committed), and compacted parts give theirs. Unlike ``done_units`` it reads no fragment, so a task
+    that owns a handful of units can check them cheaply in a store of many thousands."""
+    done: set[int] = set()
+    fs, _ = writer.fs
+    for path in writer.metadata_files():
+        name = path.rsplit("/", 1)[-1]
+        unit = fmt.unit_of_fragment(name)
+        if unit is not None:
+            done.add(unit)
+        else:
+            done.update(pq.read_table(path, columns=["unit"], filesystem=fs).column("unit").to_pylist())
+    return done
+
+
+def build_group(manifest: Manifest | dict | str | Path, out: str | Path, group: int, *, device: str = "auto",
+                datasets: dict | None = None, bar=None, after_unit: Callable[[Unit], None] | None = None,
+                storage_options: dict | None = None) -> BuildReport:
+    """Train the pending units of one group into the existing store at ``out``: one task of a distributed build.
+
+    The committed units are read here, so a retried or repeated call skips what an earlier attempt committed
+    and resumes from its saved training state. The store must exist already (a worker that does not see the
+    driver's path must fail, not start a store of its own). ``datasets`` is a cache the caller may keep across
+    calls, so a worker process loads each dataset once; ``bar`` receives ``update(model_epochs)``;
+    ``storage_options`` go to fsspec for a store URL, as in ``build``.
+    """
+    if isinstance(manifest, dict):
+        manifest = Manifest.from_dict(manifest, source=f"{out} (build task)")
+    elif not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    dev = resolve_device(device)
+    writer = ZooWriter(out, storage_options=storage_options)
+    if writer.attrs["manifest"] != manifest.to_dict():
+        raise StoreError(f"{out}: the store holds zoo {writer.manifest.name!r} built from another manifest than "
+                         f"{manifest.source}")
+    plan = writer.plan
+    if not (isinstance(group, int) and 0 <= group < len(plan.groups)):
+        raise ZooError(f"group {group!r}: the plan of {out} has groups 0..{len(plan.groups) - 1}")
+    g = plan.groups[group]
+    units = [u for u in plan.units if u.group == group]
+    done = committed_units(writer)
+    report = BuildReport(writer.url, units_skipped=sum(u.unit_id in done for u in units))
+    if report.units_skipped == len(units):
+        return report
+    specs = [manifest.models[i] for i in g.model_ids]
+    fraction = specs[0].training["train_fraction"]
+    key = (json.dumps(manifest.dataset, sort_keys=True, default=str), fraction, str(dev))
+    datasets = {} if datasets is None else datasets
+    start = time.perf_counter()
+    flush = dev.type == "cpu" and torch.set_flush_denormal(True)  # as in build(): same bytes, no denormal stalls
+    try:
+        if key not in datasets:
+            datasets[key] = load_image_data(manifest.dataset, device=dev, train_fraction=fraction).to(dev)
+        report.model_epochs = _build_group(writer, g, units, done, specs, datasets[key], dev, _States(writer),
+                                           bar if bar is not None else tqdm(disable=True), {}, report, after_unit)
+        report.groups = 1
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
     report.seconds = time.perf_counter() - start
     return report
 

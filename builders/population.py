@@ -22,8 +22,10 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from zoo.data import ImageData, Split
+from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.manifest import ModelSpec
+from zoo.plan import PER_MODEL
 
 from .augment import augment
 from .init import initialize
@@ -66,6 +68,12 @@ class Population:
     def __init__(self, specs: Sequence[ModelSpec], layout: Layout, *, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         self.specs = list(specs)
+        keys = sorted({k for s in self.specs for k in s.hparams} - PER_MODEL)
+        differ = [k for k in keys if len({repr(s.hparams.get(k)) for s in self.specs}) > 1]
+        if differ:  # e.g. a group of a plan with population.grouping = "architecture" (an imported zoo)
+            raise ZooError(f"models {[s.model_id for s in self.specs]} differ in {', '.join(differ)}: one population "
+                           f"trains only models that share everything but {', '.join(sorted(PER_MODEL))} (build "
+                           "with population.grouping = 'structure')")
         self.k = len(self.specs)
         self.layout = layout
         self.device = torch.device(device)

@@ -55,8 +55,9 @@ class _Zoo:
                  augment: Sequence[str] = (), normalize: bool | str | Path | Normalizer | None = None,
                  noise_std: float = 1e-3, windowsize: int = 64, erase_p: float = 0.5,
                  erase_scale: tuple[float, float] = (0.02, 0.33), rescale_range: float = 1.0,
-                 view_options: Mapping[str, Any] | None = None) -> None:
-        self.zoo = open_source(store)
+                 view_options: Mapping[str, Any] | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        self.zoo = open_source(store, storage_options=dict(storage_options or {}))
         check_view(view)
         bad = [a for a in augment if a not in AUGMENTATIONS]
         if bad:
@@ -239,7 +240,8 @@ class ZooDataset(_Zoo, Dataset):
 
     Args:
         store: a path, URL or open ``Zoo``; or a Hugging Face export (folder or Hub dataset id ``user/name``),
-            imported once into ``~/.cache/weightzoo`` (``$WEIGHTZOO_CACHE``).
+            imported once into ``~/.cache/weightzoo`` (``$WEIGHTZOO_CACHE``). A URL (``s3://``, ``gs://``,
+            ``hf://``, ``https://``) is read in place; ``storage_options`` go to fsspec (credentials, endpoint).
         view: ``flat``, ``state_dict``, ``tokens``, ``nfn``, ``dws``, ``graph`` (``view_options`` such as
             ``tokensize``).
         split: ``train``, ``val``, ``test`` or ``all``; models (with all their checkpoints) are split by

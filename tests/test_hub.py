@@ -166,3 +166,26 @@ def test_loaders_take_a_hub_id(exported, tmp_path, monkeypatch):
     assert len(ds) == 60
     ds2 = ZooDataset(out, view="flat")  # an export folder works too
     assert torch.equal(ds2[0]["weights"], ds[0]["weights"])
+
+
+def test_cli_export_import_push(filled, tmp_path, capsys, monkeypatch):
+    writer, _ = filled
+    assert main(["export", "hf", writer.url, str(tmp_path / "out"), "--fractions", "0.5,0.25,0.25", "--seed", "2",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["checkpoints"] == 60
+    desc = json.loads((tmp_path / "out" / DESCRIPTOR).read_text())
+    assert desc["split_fractions"] == {"train": 0.5, "val": 0.25, "test": 0.25} and desc["split_seed"] == 2
+    assert len(desc["splits"]["train"]) == 10
+    assert main(["import", "hf", str(tmp_path / "out"), str(tmp_path / "back.zoo"), "--quiet"]) == 0
+    assert zoo.open(tmp_path / "back.zoo").metadata.equals(zoo.open(writer.url).metadata)
+    assert main(["import", "hf", str(tmp_path / "out"), str(tmp_path / "back.zoo")]) == 0
+    out = capsys.readouterr().out
+    assert "imported 20 models, 60 checkpoints" in out and f"skipped {len(writer.plan.units)} already committed" in out
+    assert main(["export", "hf", writer.url, str(tmp_path / "x"), "--fractions", "0.5,0.5"]) == 2
+    assert "--fractions '0.5,0.5': expected three fractions (train,val,test)" in capsys.readouterr().err
+    import zoo.hub as hub
+    pushed = []
+    monkeypatch.setattr(hub, "push", lambda store, repo, **kw: pushed.append((store, repo, kw)) or "URL")
+    assert main(["push", writer.url, "me/zoo", "--private"]) == 0
+    assert pushed[0][:2] == (writer.url, "me/zoo") and pushed[0][2]["private"] is True

@@ -213,3 +213,12 @@ def test_dataset_erase_and_window_batches(filled):
     flat = ZooDataset(writer.url, augment=("erase",), erase_p=1.0)
     rows = flat.__getitems__(list(range(6)))["weights"]
     assert ((rows == 0).sum(dim=1) > 0).all()
+
+
+def test_stream_spawn_workers_see_every_sample_once(filled):
+    writer, _ = filled
+    s = ZooStream(writer.url, batch_size=4, buffer_size=10, targets=("epoch",), view="tokens",
+                  view_options={"tokensize": 8})
+    loader = DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+    seen = _pairs(loader)
+    assert sorted(seen) == _all_pairs(s) and len(seen) == len(set(seen))

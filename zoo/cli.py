@@ -39,6 +39,35 @@ def _bytes(n: float) -> str:
     return str(n)
 
 
+def parse_storage_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (``--storage-option``) as fsspec storage options: a value that reads as JSON
+    (true, 3, {...}) is that value, anything else a string; a dotted key nests
+    (``client_kwargs.region_name=eu-west-1``)."""
+    options: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ZooError(f"--storage-option {item!r}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = key.split(".")
+        target = options
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ZooError(f"--storage-option {item!r}: {part!r} is already set to a value, not options")
+        target[leaf] = value
+    return options
+
+
+def _add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="fsspec option for a store URL, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, "
+                        "anon=true); credentials usually come from the environment (AWS_ACCESS_KEY_ID, ...)")
+
+
 def _table(rows: Sequence[tuple[str, Any]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -48,17 +77,40 @@ def _table(rows: Sequence[tuple[str, Any]]) -> str:
 def _build(args: argparse.Namespace) -> int:
     from builders.build import build, parse_shard
 
-    report = build(args.manifest, args.output, device=args.device, shard=parse_shard(args.shard),
-                   group_size=args.group_size, quiet=args.quiet)
+    if args.backend == "ray":
+        if args.shard != "0/1":
+            raise ZooError("--shard splits a build across job-array processes; with --backend ray, Ray spreads "
+                           "the groups itself: drop --shard")
+        from builders.ray_backend import ray_build
+
+        if args.storage_option:
+            raise ZooError("--storage-option is an option of local builds; Ray workers read the store's credentials "
+                           "and endpoint from their environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)")
+
+        report = ray_build(args.manifest, args.output, address=args.address, device=args.device,
+                           gpus_per_group=args.gpus_per_group, group_size=args.group_size, quiet=args.quiet)
+    else:
+        for flag, value in (("--address", args.address), ("--gpus-per-group", args.gpus_per_group)):
+            if value is not None:
+                raise ZooError(f"{flag} is an option of --backend ray (this build runs locally)")
+        report = build(args.manifest, args.output, device=args.device, shard=parse_shard(args.shard),
+                       group_size=args.group_size, quiet=args.quiet,
+                       storage_options=parse_storage_options(args.storage_option))
     summary = {"store": report.store, "units_written": report.units_written, "units_skipped": report.units_skipped,
                "groups_trained": report.groups, "model_epochs": report.model_epochs, "seconds": report.seconds,
                "model_epochs_per_s": report.model_epochs_per_s, "diverged_models": sorted(report.diverged)}
+    if args.backend == "ray":
+        summary.update(backend="ray", tasks=report.tasks, retries=report.retries,
+                       gpus_per_group=report.gpus_per_group)
     if args.json:
         _print_json(summary)
     elif not args.quiet or report.diverged:
         print(f"{report.store}: wrote {report.units_written} unit(s), skipped {report.units_skipped} already "
               f"committed; {report.model_epochs:,} model-epochs in {report.seconds:.1f} s "
               f"({report.model_epochs_per_s:,.1f}/s)")
+        if args.backend == "ray":
+            print(f"ray: {report.tasks} task(s), {report.retries} retried after a worker died, "
+                  f"{report.gpus_per_group:g} GPU per group")
         if report.diverged:
             print(f"diverged (recorded with status 'diverged'): models {sorted(report.diverged)}")
     return 0
@@ -94,7 +146,7 @@ def _epochs(epochs: list[int]) -> str:
 def _info(args: argparse.Namespace) -> int:
     from .store import open_zoo
 
-    info = open_zoo(args.store).info()
+    info = open_zoo(args.store, storage_options=parse_storage_options(args.storage_option)).info()
     if args.json:
         _print_json(info)
         return 0
@@ -121,7 +173,7 @@ def _info(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from .store import open_zoo
 
-    s = open_zoo(args.store).status()
+    s = open_zoo(args.store, storage_options=parse_storage_options(args.storage_option)).status()
     if args.json:
         _print_json(s)
         return 0
@@ -137,9 +189,9 @@ def _status(args: argparse.Namespace) -> int:
 
 @command("verify")
 def _verify(args: argparse.Namespace) -> int:
-    from .store import verify
+    from .store import open_zoo, verify
 
-    report = verify(args.store)
+    report = verify(open_zoo(args.store, storage_options=parse_storage_options(args.storage_option)))
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -158,7 +210,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _compact(args: argparse.Namespace) -> int:
     from .store import ZooWriter
 
-    writer = ZooWriter(args.store)
+    writer = ZooWriter(args.store, storage_options=parse_storage_options(args.storage_option))
     cleaned = writer.clean_temporary()
     merged = writer.compact()
     print(f"{args.store}: merged {merged} metadata fragment(s); removed {cleaned} temporary file(s)")
@@ -181,6 +233,162 @@ def _architectures(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from .report import ReportOptions, write_report
+
+    opts = ReportOptions(weight_models=args.weight_models, pca_points=args.pca_points, curve_models=args.curve_models,
+                         seed=args.seed)
+    result = write_report(args.store, args.output, opts)
+    if args.json:
+        _print_json(result)
+    else:
+        c = result["counts"]
+        print(f"{result['index']}: {c['checkpoints']:,} checkpoints of {c['models_with_checkpoints']:,} models, "
+              f"{len(result['figures'])} figures in {result['seconds']:.1f} s")
+    return 0
+
+
+#: ``zoo import SOURCE SRC STORE``: one handler per source format, returning a report (``to_dict``) or a dict.
+IMPORT_SOURCES: dict[str, Callable[[argparse.Namespace], Any]] = {}
+
+
+def import_source(name: str) -> Callable:
+    def wrap(fn: Callable[[argparse.Namespace], Any]) -> Callable:
+        IMPORT_SOURCES[name] = fn
+        return fn
+
+    return wrap
+
+
+@command("import")
+def _import(args: argparse.Namespace) -> int:
+    report = IMPORT_SOURCES[args.source](args)
+    s = report if isinstance(report, dict) else report.to_dict()
+    if args.json:
+        _print_json(s)
+        return 0
+    if not args.quiet:
+        line = f"{s.get('store')}: imported {s.get('models', 0):,} models"
+        if "checkpoints" in s:
+            line += f", {s['checkpoints']:,} checkpoints"
+        if s.get("checkpoint_epochs"):
+            line += f" (epochs {_epochs(s['checkpoint_epochs'])})"
+        line += f" from {s.get('source')} as zoo {s.get('zoo')!r}"
+        if "units_written" in s:
+            line += f"; wrote {s['units_written']:,} unit(s), skipped {s.get('units_skipped', 0):,} already committed"
+        print(line)
+        if s.get("manifest") == "published":
+            print("the zoo's published manifest describes exactly these models: the store keeps it")
+        if s.get("skipped_models"):
+            print(f"left out {len(s['skipped_models'])} incomplete model(s): {', '.join(s['skipped_models'][:5])}"
+                  + (", ..." if len(s["skipped_models"]) > 5 else ""))
+        if s.get("diverged_checkpoints"):
+            print(f"{s['diverged_checkpoints']:,} checkpoint(s) with non-finite weights or loss "
+                  "(recorded with status 'diverged')")
+    return 0
+
+
+@import_source("modelzoo")
+def _import_modelzoo(args: argparse.Namespace) -> Any:
+    from builders.importers import import_modelzoo
+
+    return import_modelzoo(args.src, args.store, manifest=args.manifest, dataset=args.dataset, name=args.name,
+                           group_size=args.group_size, skip_incomplete=args.skip_incomplete,
+                           quiet=args.quiet or args.json)
+
+
+@import_source("smallcnnzoo")
+def _import_smallcnnzoo(args: argparse.Namespace) -> Any:
+    from builders.importers import import_smallcnnzoo
+
+    return import_smallcnnzoo(args.src, args.store, manifest=args.manifest, name=args.name,
+                              group_size=args.group_size, skip_incomplete=args.skip_incomplete,
+                              quiet=args.quiet or args.json)
+
+
+@import_source("hf")
+def _import_hf(args: argparse.Namespace) -> Any:
+    from .hub import import_hf
+
+    from .store import open_zoo
+
+    result = import_hf(args.src, args.store, revision=args.revision, quiet=args.quiet or args.json)
+    z = open_zoo(result["store"])
+    return {**result, "source": args.src, "zoo": z.manifest.name,
+            "models": len(set(z.metadata.column("model_id").to_pylist())), "checkpoint_epochs": list(z.plan.epochs)}
+
+
+def _fractions(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ZooError(f"--fractions {text!r}: expected train,val,test fractions, e.g. 0.8,0.1,0.1") from None
+    if len(values) != 3:
+        raise ZooError(f"--fractions {text!r}: expected three fractions (train,val,test)")
+    return dict(zip(("train", "val", "test"), values))
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from .hub import export_hf
+
+    result = export_hf(args.store, args.outdir, split_fractions=_fractions(args.fractions), seed=args.seed,
+                       quiet=args.quiet or args.json)
+    if args.json:
+        _print_json(result)
+    elif not args.quiet:
+        rows = ", ".join(f"{a}: " + ", ".join(f"{s} {n:,}" for s, n in c.items()) for a, c in result["rows"].items())
+        print(f"{result['outdir']}: {result['checkpoints']:,} checkpoints in {result['files']} Parquet file(s) "
+              f"({rows}); load with datasets.load_dataset({result['outdir']!r})")
+    return 0
+
+
+@command("push")
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push
+
+    url = push(args.store, args.repo_id, private=args.private, split_fractions=_fractions(args.fractions),
+               seed=args.seed, quiet=args.quiet)
+    print(url)
+    return 0
+
+
+def _import_parser(sources: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+    """The subparser of ``zoo import NAME SRC STORE``, with the arguments every source shares."""
+    p = sources.add_parser(name, help=text, description=text)
+    p.add_argument("src", metavar="SRC", help="what to import")
+    p.add_argument("store", metavar="STORE", help="store to create (path or fsspec URL); rerun to resume")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the import summary as one JSON object")
+    return p
+
+
+def _add_import_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="read a zoo published in another format into a new store")
+    sources = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+
+    p = _import_parser(sources, "modelzoo", "Model Zoos (Schürholt et al. 2022): SRC is a folder of Ray Tune trial "
+                                            "folders (params.json, result.json, checkpoint_NNNNNN/checkpoints)")
+    p.add_argument("--manifest", default=None, help="the zoo's published manifest (manifests/modelzoo/*.toml): "
+                                                    "dataset preprocessing, license, recipe fields the trials omit")
+    p.add_argument("--dataset", default=None, help="the image dataset, when no --manifest is given")
+    p = _import_parser(sources, "smallcnnzoo", "Small CNN Zoo (Unterthiner et al. 2020): SRC holds weights.npy, "
+                                               "metrics.csv.gz and layout.csv")
+    p.add_argument("--manifest", default=None, help="the zoo's published manifest (manifests/smallcnnzoo/*.toml); "
+                                                    "default: the published preprocessing facts")
+    p = _import_parser(sources, "hf", "a Hugging Face export (zoo export hf / zoo push): SRC is its folder or a Hub "
+                                      "dataset id (user/name)")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    for p in (sources.choices["modelzoo"], sources.choices["smallcnnzoo"]):
+        p.add_argument("--name", default=None, help="zoo name (default: the manifest's, else from SRC)")
+        p.add_argument("--group-size", type=int, default=None, help="models per unit of work (default: by row size)")
+        p.add_argument("--skip-incomplete", action="store_true",
+                       help="leave out models lacking some of the zoo's checkpoint epochs (else an error)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="Build, store and load model zoos.")
     parser.add_argument("--version", action="version", version=f"weightzoo {__version__}")
@@ -188,10 +396,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="train every model of MANIFEST into STORE (resumes where it stopped)")
     p.add_argument("manifest")
-    p.add_argument("-o", "--output", required=True, metavar="STORE", help="store path (created or resumed)")
+    p.add_argument("-o", "--output", required=True, metavar="STORE",
+                   help="store path or URL such as s3://bucket/zoo (created or resumed)")
+    _add_storage_option(p)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--shard", default="0/1", metavar="I/N", help="build only groups I, I+N, ... (job arrays)")
     p.add_argument("--group-size", type=int, default=None, help="models trained together (default: by row size)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: one Ray task per group (pip install weightzoo[ray])")
+    p.add_argument("--address", default=None, help="ray: cluster address (auto, HOST:PORT); default: a local "
+                                                    "Ray instance")
+    p.add_argument("--gpus-per-group", type=float, default=None, metavar="F",
+                   help="ray: GPUs per group task, 0..1 (default: 1 for ResNet-18-sized models, 0.25 below 1M "
+                        "parameters; CPU tasks when the cluster has no GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the build summary as one JSON object")
 
@@ -206,12 +423,46 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("store", help="store path or fsspec URL")
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        _add_storage_option(p)
 
     p = sub.add_parser("compact", help="merge metadata fragments into one Parquet file")
-    p.add_argument("store")
+    p.add_argument("store", help="store path or fsspec URL")
+    _add_storage_option(p)
 
     p = sub.add_parser("architectures", help="list registered architectures and their options")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="write DIR/index.html: figures of accuracy, hyperparameters, training curves "
+                                      "and weights (opens offline)")
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for index.html and its PNG figures "
+                                                                         "(created)")
+    p.add_argument("--weight-models", type=int, default=48, metavar="N",
+                   help="models per architecture whose checkpoints feed the weight statistics (default 48)")
+    p.add_argument("--pca-points", type=int, default=2000, metavar="N",
+                   help="final checkpoints per architecture in the PCA (default 2000)")
+    p.add_argument("--curve-models", type=int, default=40, metavar="N",
+                   help="training curves drawn per architecture (default 40; median and band use every model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--json", action="store_true", help="print the report summary as one JSON object")
+
+    p = sub.add_parser("export", help="write a store in another format (hf: a Hugging Face dataset folder)")
+    targets = p.add_subparsers(dest="target", required=True, metavar="TARGET")
+    p = targets.add_parser("hf", help="a Hugging Face dataset repository folder: dataset card + Parquet per split")
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("outdir", help="output folder (new or empty)")
+    p = sub.add_parser("push", help="export STORE and upload it as the Hugging Face dataset REPO_ID")
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("repo_id", help="user/name on the Hub (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    for p in (targets.choices["hf"], sub.choices["push"]):
+        p.add_argument("--fractions", default=None, metavar="TRAIN,VAL,TEST",
+                       help="split fractions by model (default 0.7,0.15,0.15)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    targets.choices["hf"].add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    _add_import_parsers(sub)
     return parser
 
 
@@ -223,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = "; rerun the same command to continue" if args.command == "build" else ""
+        hint = "; rerun the same command to continue" if args.command in ("build", "import") else ""
         print(f"zoo {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -93,9 +93,15 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "augmentation": Field(str, "none", choices=AUGMENTATIONS),
     },
     "population": {
-        "seeds": Field((list, dict), required=True),
+        "seeds": Field((list, dict), None, doc="required unless `models` lists every model"),
         "grid": Field(dict, {}),
         "random": Field(dict, None),
+        "models": Field(list, None, doc="explicit models, one table each: `seed` and 'section.field' values "
+                                        "(imported zoos whose models form no grid); excludes seeds, grid, random"),
+        "grouping": Field(str, "structure", choices=("structure", "architecture"),
+                          doc="which models share a unit of work: 'structure' (models that train together, as "
+                              "zoo build needs) or 'architecture' (any models of one layout: imported zoos, where "
+                              "nothing trains and fewer, fuller units mean fewer files)"),
     },
     "checkpoints": {
         "epochs": Field((str, list), "all"),
@@ -222,6 +228,7 @@ class Manifest:
             ARCHITECTURES.get(arch.pop("name")).resolve((1, 8, 8), 10, arch, where="architecture")
         except ZooError as e:
             raise ManifestError(f"{self.source}: {e}") from None
+        self._explicit  # noqa: B018 - validates population.models
         self.seeds  # noqa: B018 - validates the seeds field
         self._grid_axes(r)
         self._random_space(r)
@@ -231,7 +238,11 @@ class Manifest:
     @cached_property
     def seeds(self) -> tuple[int, ...]:
         r = _Reader(self.source)
+        if self._explicit is not None:
+            return tuple(m["seed"] for m in self._explicit)
         spec = self.population["seeds"]
+        if spec is None:
+            raise r.error("population.seeds", "required field is missing (or list every model in population.models)")
         if isinstance(spec, list):
             if not spec or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in spec):
                 raise r.error("population.seeds", f"expected a non-empty list of integers >= 0, got {spec!r}")
@@ -254,6 +265,42 @@ class Manifest:
             return tuple(random.Random(seed).sample(range(1, 2**31 - 1), count))
         raise r.error("population.seeds", f"got {spec!r}; allowed: a list of integers, "
                                           "{start, stop[, step]} or {count, seed}")
+
+    @cached_property
+    def _explicit(self) -> list[dict[str, Any]] | None:
+        """``population.models`` validated: one {'seed': int, 'section.field': value, ...} per model, or None.
+
+        For populations that no grid or random draw describes (zoos imported from other formats): each
+        entry is one model, in model-id order, with its seed and the values that differ from the sections'.
+        """
+        r = _Reader(self.source)
+        entries = self.population["models"]
+        if entries is None:
+            return None
+        others = [k for k in ("seeds", "grid", "random") if self.population[k]]
+        if others:
+            raise r.error("population.models", f"lists every model itself; remove population.{others[0]}")
+        if not entries:
+            raise r.error("population.models", "the list of models is empty")
+        out, specs = [], {}
+        for i, entry in enumerate(entries):
+            where = f"population.models[{i}]"
+            if not isinstance(entry, Mapping):
+                raise r.error(where, f"expected a table of 'section.field' values and a seed, got {entry!r}")
+            seed = entry.get("seed")
+            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+                raise r.error(f"{where}.seed", "required integer >= 0" if seed is None else
+                              f"expected an integer >= 0, got {seed!r}")
+            model = {"seed": seed}
+            for path, value in entry.items():
+                if path == "seed":
+                    continue
+                if path not in specs:  # one lookup per path (imported zoos list tens of thousands of models)
+                    specs[path] = self._field_spec(r, f"{where}.{path}", path)
+                spec = specs[path]
+                model[path] = r.value(f"{where}.{path}", spec, value) if spec is not None else value
+            out.append(model)
+        return out
 
     def _field_spec(self, r: _Reader, where: str, path: str) -> Field | None:
         """The Field for a varying path (None for an architecture option, checked on resolve)."""
@@ -340,14 +387,18 @@ class Manifest:
 
     @cached_property
     def models(self) -> tuple[ModelSpec, ...]:
-        """The expanded population: configurations in order, seeds innermost."""
+        """The expanded population: configurations in order, seeds innermost (or ``population.models`` in order)."""
         r = _Reader(self.source)
         shape = input_shape(self.dataset["name"], grayscale=self.dataset["grayscale"], resize=self.dataset["resize"],
                             center_crop=self.dataset["center_crop"])
         classes = DATASETS.get(self.dataset["name"]).num_classes
         resolved: dict[str, Architecture] = {}
         configs = []
-        for override in self._configurations():
+        if self._explicit is not None:  # one configuration per model, each with its own seed
+            expansion = [({k: v for k, v in m.items() if k != "seed"}, (m["seed"],)) for m in self._explicit]
+        else:
+            expansion = [(override, self.seeds) for override in self._configurations()]
+        for override, seeds in expansion:
             arch = dict(self.architecture)
             training = dict(self.training)
             for path, value in override.items():
@@ -360,11 +411,11 @@ class Manifest:
                     resolved[key] = ARCHITECTURES.get(name).resolve(shape, classes, arch, where="architecture")
                 except ZooError as e:
                     raise ManifestError(f"{self.source}: {e}") from None
-            configs.append((resolved[key], training))
-        arch_ids = _arch_ids([a for a, _ in configs])
+            configs.append((resolved[key], training, seeds))
+        arch_ids = _arch_ids([a for a, _, _ in configs])
         models = []
-        for architecture, training in configs:
-            for seed in self.seeds:
+        for architecture, training, seeds in configs:
+            for seed in seeds:
                 hparams = {"architecture": architecture.name, **architecture.options, **training, "seed": seed,
                            "dataset": self.dataset["name"]}
                 models.append(ModelSpec(len(models), seed, arch_ids[architecture.shape_key], architecture,

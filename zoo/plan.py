@@ -3,7 +3,9 @@
 A *group* is up to ``group_size`` models that share architecture and recipe
 structure (everything but per-model values: seed, learning rate, weight
 decay, momentum and init), so one vectorized computation can train them.
-The dropout rate is structure: a module's dropout probability is one number. A *unit of work* is one group at one checkpoint epoch. Row layout in an
+The dropout rate is structure: a module's dropout probability is one number. Manifests with
+``population.grouping = "architecture"`` (imported zoos: nothing trains) group any models of one layout. A
+*unit of work* is one group at one checkpoint epoch. Row layout in an
 architecture's weights array: group-major, then checkpoint epoch, then slot,
 each unit padded to ``group_size`` rows, so one unit owns exactly one shard
 and no two writers ever touch the same file.
@@ -64,8 +66,9 @@ class Plan:
     @cached_property
     def groups(self) -> tuple[Group, ...]:
         buckets: dict[tuple[str, str], list[ModelSpec]] = {}
+        by_structure = self.manifest.population.get("grouping", "structure") == "structure"
         for m in self.manifest.models:
-            structure = {k: v for k, v in m.hparams.items() if k not in PER_MODEL}
+            structure = {k: v for k, v in m.hparams.items() if k not in PER_MODEL} if by_structure else {}
             buckets.setdefault((m.arch_id, json.dumps(structure, sort_keys=True)), []).append(m)
         groups, per_arch = [], {}
         for (arch_id, _), models in buckets.items():

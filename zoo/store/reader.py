@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,7 @@ class Zoo:
 
     ``metadata`` holds one row per committed checkpoint; rows without
     metadata (an unfinished unit) are invisible by construction.
+    ``storage_options`` go to fsspec (credentials, ``endpoint_url``, ...).
     """
 
     read_only = True
@@ -46,11 +48,15 @@ class Zoo:
     def __init__(self, path: str | Path, *, storage_options: dict | None = None) -> None:
         self.url = str(path)
         self.local = None if is_url(path) else _local_path(path)
-        self.storage_options = storage_options or {}
+        self.storage_options = dict(storage_options or {})
+        self._pid = os.getpid()
+        self._fs: tuple[fsspec.AbstractFileSystem, str] | None = None
         try:
             self.group = self._open_group(mode="r")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as e:
-            raise StoreNotFoundError(f"{self.url}: no weightzoo store here ({type(e).__name__})") from None
+            hint = ("; check the URL, and the credentials and endpoint (storage_options, or environment variables "
+                    "such as AWS_ENDPOINT_URL)" if self.local is None else "")
+            raise StoreNotFoundError(f"{self.url}: no weightzoo store here ({type(e).__name__}){hint}") from None
         attrs = self.group.attrs.asdict().get(fmt.ATTRS_KEY)
         if not attrs or attrs.get("format") != fmt.FORMAT_NAME:
             raise StoreNotFoundError(f"{self.url}: a zarr group, but not a weightzoo store (no '{fmt.ATTRS_KEY}' "
@@ -70,19 +76,35 @@ class Zoo:
         else:
             store = zarr.storage.FsspecStore.from_url(self.url, read_only=mode == "r",
                                                       storage_options=self.storage_options)
-        return zarr.open_group(store, mode=mode)
+        return zarr.open_group(store, mode=mode, zarr_format=3)  # no probing for v2 files: requests on a URL
 
-    @cached_property
+    def _check_process(self) -> None:
+        """Reopen a remote store in a forked process (a DataLoader worker): async filesystems such as s3fs
+        and zarr's store hold clients bound to an event loop thread of the parent, which the child lacks."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        if self.local is None:
+            self._fs = None
+            self._arrays.clear()
+            self._readers.clear()
+            self.group = self._open_group(mode="r" if self.read_only else "r+")
+
+    @property
     def fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
         """(filesystem, root path) for the files beside the zarr hierarchy (metadata)."""
-        if self.local is not None:
-            return fsspec.filesystem("file"), str(self.local)
-        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        return fs, root.rstrip("/")
+        self._check_process()
+        if self._fs is None:
+            if self.local is not None:
+                self._fs = fsspec.filesystem("file"), str(self.local)
+            else:
+                fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+                self._fs = fs, root.rstrip("/")
+        return self._fs
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("fs", None)
+        state["_fs"] = None
         return state
 
     # --- description -----------------------------------------------------------------
@@ -115,6 +137,7 @@ class Zoo:
         return SymmetrySpec.from_dict(self._arch_attrs(arch_id)["symmetry"])
 
     def weights(self, arch_id: str) -> zarr.Array:
+        self._check_process()
         if arch_id not in self._arrays:
             self._arch_attrs(arch_id)
             self._arrays[arch_id] = self.group[f"{fmt.WEIGHTS_GROUP}/{arch_id}"]
@@ -125,8 +148,9 @@ class Zoo:
         """Committed metadata files: compacted parts, then fragments not covered by a part."""
         fs, root = self.fs
         directory = f"{root}/{fmt.METADATA_DIR}"
+        fs.invalidate_cache(directory)  # listings are cached per filesystem (s3fs): fragments come and go
         try:
-            names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False))
+            names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False))
         except FileNotFoundError:
             return []
         parts = [n for n in names if n.startswith(fmt.PART_PREFIX) and n.endswith(".parquet")]
@@ -178,8 +202,10 @@ class Zoo:
 
     # --- weights ---------------------------------------------------------------------
     def reader(self, arch_id: str) -> RowReader:
+        self._check_process()
         if arch_id not in self._readers:
-            self._readers[arch_id] = RowReader(self.weights(arch_id), self.local)
+            self._readers[arch_id] = RowReader(self.weights(arch_id), self.local,
+                                               remote=self.fs if self.local is None else None)
         return self._readers[arch_id]
 
     def read_rows(self, arch_id: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:

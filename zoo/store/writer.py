@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,8 +157,7 @@ class ZooWriter(Zoo):
         table = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=schema) for f in fragments])
         table = table.sort_by([("unit", "ascending"), ("row", "ascending")])
         self._write_fragment(f"{fmt.PART_PREFIX}{uuid.uuid4().hex}.parquet", table)
-        for f in fragments:
-            fs.rm(f)
+        fs.rm(fragments)  # one call: object stores delete a list in bulk requests
         self.refresh()
         return len(fragments)
 
@@ -225,11 +225,22 @@ def create(path: str | Path, manifest: Manifest, *, group_size: int | None = Non
         local = _local_path(path)
         if local.exists() and (not local.is_dir() or any(local.iterdir())):
             raise StoreError(f"{path}: exists and is not a weightzoo store; choose a new output path")
+    else:
+        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        try:
+            occupied = fs.exists(root) and bool(fs.ls(root, detail=False, refresh=True))
+        except (FileNotFoundError, PermissionError):
+            occupied = False  # a missing bucket or an unlistable prefix: creating below names the problem
+        if occupied:
+            raise StoreError(f"{path}: exists and is not a weightzoo store; choose a new output path")
     attrs = store_attributes(manifest, plan, compressor)
-    store = (zarr.storage.LocalStore(_local_path(path)) if not is_url(path) else
-             zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}))
-    group = zarr.open_group(store, mode="w-", attributes={fmt.ATTRS_KEY: attrs})
-    _create_arrays(group, attrs)
+    try:
+        store = (zarr.storage.LocalStore(_local_path(path)) if not is_url(path) else
+                 zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}))
+        group = zarr.open_group(store, mode="w-", attributes={fmt.ATTRS_KEY: attrs})
+        _create_arrays(group, attrs)
+    except (FileNotFoundError, PermissionError) as e:  # e.g. no such bucket, no write permission
+        raise StoreError(f"{path}: cannot create a store here ({type(e).__name__}: {e})") from None
     return ZooWriter(path, storage_options=storage_options)
 
 

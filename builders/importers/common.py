@@ -1,0 +1,269 @@
+"""What every importer shares: the manifest of an imported population, and the all-or-nothing write.
+
+An importer reads a published zoo's own format, validates all of it, and hands
+this module (1) one configuration per model (``{'section.field': value, 'seed':
+int}``, in the manifest's terms) and (2) two callbacks that give the rows and
+the metrics of the models of one unit of work. Here the configurations become a
+manifest whose population lists every model explicitly (``population.models``;
+values shared by all models move into the sections), or the zoo's published
+manifest when that describes exactly the same models, and the store is written
+unit by unit through ``ZooWriter.write_unit``, so imported zoos get the same
+commit protocol, checksums, views and augmentations as built ones.
+
+Nothing half-written: importers validate before anything is created, and if
+writing still fails (an unreadable file, a full disk) a store this call created
+is removed again. Ctrl-C keeps what is committed; rerunning the same import
+resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+from tqdm.auto import tqdm
+
+from zoo.errors import StoreNotFoundError, ZooError
+from zoo.manifest import Manifest, load_manifest
+from zoo.plan import Unit
+from zoo.store import ZooWriter, create, open_zoo
+from zoo.store import format as fmt
+from zoo.store.reader import _local_path, is_url
+
+#: Key under the store's ``weightzoo`` attributes that records where an imported zoo came from.
+IMPORT_ATTR = "imported_from"
+_MISSING = object()
+#: (source ids, epoch) -> float32 rows (len(ids), row_length) in the registered layout's order.
+RowsFn = Callable[[Sequence[int], int], np.ndarray]
+#: (source id, epoch) -> the checkpoint's metrics (store metric/provenance columns; missing ones stay null).
+RecordFn = Callable[[int, int], Mapping[str, Any]]
+
+
+@dataclass
+class ImportReport:
+    """What an import did (``to_dict`` is what ``zoo import --json`` prints)."""
+
+    format: str
+    source: str
+    store: str
+    zoo: str = ""
+    manifest: str = "explicit"  # "published" when the zoo's published manifest describes exactly these models
+    models: int = 0
+    checkpoints: int = 0
+    checkpoint_epochs: list[int] = field(default_factory=list)
+    architectures: dict[str, int] = field(default_factory=dict)  # arch id -> trainable parameters
+    units_written: int = 0
+    units_skipped: int = 0
+    skipped_models: list[str] = field(default_factory=list)  # incomplete source models left out
+    diverged_checkpoints: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- values --------------------------------------------------------------------------------------------
+def as_metric(value: Any) -> float | None:
+    """A metric as float; None stays None (not measured); NaN and inf are kept: they are what the source says."""
+    if value is None:
+        return None
+    return float(value)
+
+
+def metrics_record(*, train_loss=None, train_acc=None, val_loss=None, val_acc=None, test_loss=None,
+                   test_acc=None, wall_time_s=None) -> dict[str, Any]:
+    rec = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+           "test_loss": test_loss, "test_acc": test_acc, "wall_time_s": wall_time_s}
+    rec = {k: as_metric(v) for k, v in rec.items()}
+    if rec["train_acc"] is not None and rec["test_acc"] is not None:
+        rec["gen_gap"] = rec["train_acc"] - rec["test_acc"]
+    return rec
+
+
+def slug(text: str, fallback: str = "imported") -> str:
+    """A valid zoo name from a folder name: lowercase letters, digits, '.', '_', '-'."""
+    out = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return out or fallback
+
+
+def read_base_manifest(manifest: str | Path | Manifest | None) -> Manifest | None:
+    if manifest is None or isinstance(manifest, Manifest):
+        return manifest
+    return load_manifest(manifest)
+
+
+# --- the manifest of an imported population ------------------------------------------------------------
+def population_manifest(sections: Mapping[str, Mapping[str, Any]], configs: Sequence[Mapping[str, Any]],
+                        checkpoint_epochs: Sequence[int], source: str) -> Manifest:
+    """A manifest listing ``configs`` (one per model, in model-id order) explicitly.
+
+    ``sections`` gives the zoo, dataset, architecture and training tables; a value every model shares is
+    written into its section, and only values that differ between models go into ``population.models``,
+    so a population that varies in three hyperparameters reads as three columns, not thirty. Units group
+    any models of one layout (``population.grouping = "architecture"``): one unit per model and epoch, as
+    the Small CNN Zoo's per-model dropout rates would give otherwise, means 270,000 shard and metadata files.
+    """
+    if not configs:
+        raise ZooError(f"{source}: no models to import")
+    paths = sorted({p for c in configs for p in c if p != "seed"})
+    shared, varying = {}, []
+    for path in paths:
+        values = [c.get(path, _MISSING) for c in configs]
+        if any(v is _MISSING for v in values):
+            raise ZooError(f"{source}: {path} is known for some models only")  # importers fill defaults
+        first = json.dumps(values[0], sort_keys=True)
+        if all(json.dumps(v, sort_keys=True) == first for v in values):
+            shared[path] = values[0]
+        else:
+            varying.append(path)
+    data: dict[str, Any] = {name: dict(sections.get(name, {})) for name in ("zoo", "dataset", "architecture",
+                                                                            "training")}
+    for path, value in shared.items():
+        section, _, key = path.partition(".")
+        data[section][key] = value
+    # nothing trains in an import: any models of one layout may share a unit (fewer, fuller shards)
+    data["population"] = {"models": [{"seed": int(c["seed"]), **{p: c[p] for p in varying}} for c in configs],
+                          "grouping": "architecture"}
+    epochs = sorted(int(e) for e in checkpoint_epochs)
+    data["checkpoints"] = {"epochs": "all" if epochs == list(range(data["training"]["epochs"] + 1)) else epochs}
+    return Manifest.from_dict(data, source=source)
+
+
+def match_published(explicit: Manifest, published: Manifest) -> list[int] | None:
+    """Published model id of each imported model when ``published`` expands to exactly the same models.
+
+    Models are compared by every hyperparameter (seed included) and the checkpoint epochs; equal
+    models are matched in order. None when the populations differ in any way.
+    """
+    if published.checkpoint_epochs != explicit.checkpoint_epochs:
+        return None
+    if len(published.models) != len(explicit.models):
+        return None
+    pool: dict[str, deque[int]] = defaultdict(deque)
+    for m in published.models:
+        pool[json.dumps(m.hparams, sort_keys=True)].append(m.model_id)
+    ids = []
+    for m in explicit.models:
+        queue = pool.get(json.dumps(m.hparams, sort_keys=True))
+        if not queue:
+            return None
+        ids.append(queue.popleft())
+    return ids
+
+
+def choose_manifest(explicit: Manifest, published: Manifest | None) -> tuple[Manifest, list[int], str]:
+    """(manifest to store, source index of each model id, "published" or "explicit")."""
+    if published is not None:
+        ids = match_published(explicit, published)
+        if ids is not None:
+            order = [0] * len(ids)
+            for source_index, model_id in enumerate(ids):
+                order[model_id] = source_index
+            return published, order, "published"
+    return explicit, list(range(len(explicit.models))), "explicit"
+
+
+# --- writing ---------------------------------------------------------------------------------------------
+def _state(store: str | Path) -> str:
+    """What is at ``store`` now: "store", "absent", "empty" (an empty folder) or "other"."""
+    try:
+        open_zoo(store)
+        return "store"
+    except StoreNotFoundError:
+        pass
+    if is_url(store):
+        fs, root = fsspec.core.url_to_fs(str(store))
+        if not fs.exists(root):
+            return "absent"
+        return "empty" if fs.isdir(root) and not fs.ls(root) else "other"
+    local = _local_path(store)
+    if not local.exists():
+        return "absent"
+    return "empty" if local.is_dir() and not any(local.iterdir()) else "other"
+
+
+def _remove(store: str | Path, state: str) -> None:
+    """Undo what this import created at ``store`` (an empty folder given as the target stays, emptied)."""
+    if is_url(store):
+        fs, root = fsspec.core.url_to_fs(str(store))
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        return
+    local = _local_path(store)
+    if local.exists():
+        shutil.rmtree(local)
+    if state == "empty":
+        local.mkdir()
+
+
+def write_import(store: str | Path, manifest: Manifest, order: Sequence[int], *, rows: RowsFn, record: RecordFn,
+                 imported_from: Mapping[str, Any], report: ImportReport, group_size: int | None = None,
+                 quiet: bool = True) -> ImportReport:
+    """Create (or resume) ``store`` for ``manifest`` and commit every unit; ``order[model_id]`` is the source id.
+
+    A store this call created is removed if anything fails before the last unit is committed; one that
+    existed (a resumed import) keeps its committed units.
+    """
+    start = time.perf_counter()
+    before = _state(store)
+    try:
+        writer = create(store, manifest, group_size=group_size)
+        if before != "store":
+            attrs = dict(writer.attrs)
+            attrs[IMPORT_ATTR] = dict(imported_from)
+            writer.group.attrs.update({fmt.ATTRS_KEY: attrs})
+            writer = ZooWriter(store)
+        plan = writer.plan
+        done = writer.done_units()
+        bar = tqdm(total=plan.checkpoints, unit="checkpoint", disable=quiet, dynamic_ncols=True,
+                   desc=f"import {report.format}")
+        try:
+            for unit in plan.units:
+                if unit.unit_id in done:
+                    report.units_skipped += 1
+                    bar.update(len(unit.model_ids))
+                    continue
+                _write_unit(writer, unit, order, rows, record, report)
+                report.units_written += 1
+                bar.update(len(unit.model_ids))
+        finally:
+            bar.close()
+        writer.compact()
+        writer.clean_temporary()
+    except Exception:
+        if before in ("absent", "empty"):  # never touch a store or folder that was there before
+            _remove(store, before)
+        raise
+    report.store = writer.url
+    report.zoo = manifest.name
+    report.models = len(manifest.models)
+    report.checkpoints = plan.checkpoints
+    report.checkpoint_epochs = list(plan.epochs)
+    report.architectures = {k: a.layout.num_params for k, a in manifest.architectures.items()}
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _write_unit(writer: ZooWriter, unit: Unit, order: Sequence[int], rows: RowsFn, record: RecordFn,
+                report: ImportReport) -> None:
+    sources = [order[m] for m in unit.model_ids]
+    block = np.asarray(rows(sources, unit.epoch), dtype=np.float32)
+    records = []
+    for source, row in zip(sources, block):
+        rec = {k: v for k, v in record(source, unit.epoch).items() if v is not None}
+        losses = [rec.get(k) for k in ("train_loss", "test_loss")]
+        finite = bool(np.isfinite(row).all()) and all(v is None or math.isfinite(v) for v in losses)
+        rec["status"] = "ok" if finite else "diverged"
+        report.diverged_checkpoints += not finite
+        records.append(rec)
+    writer.write_unit(unit, block, records)

@@ -1,0 +1,403 @@
+"""Model Zoos (Schürholt et al. 2022): a folder of Ray Tune trials -> a store.
+
+The published layout (github.com/ModelZoos/ModelZooDataset, code/model_definitions)::
+
+    DIR/<trial>/params.json     the trial's config: "model::type" (CNN = CNN-s, CNN3 = CNN-l, Resnet18),
+                                "model::nlin", "model::dropout", "model::init_type", "model::channels_in",
+                                "optim::optimizer", "optim::lr", "optim::wd", "optim::momentum",
+                                "optim::scheduler", "training::batchsize", "training::epochs_train", "seed", ...
+    DIR/<trial>/result.json     one JSON object per line and epoch: "training_iteration" (= the epoch; 0 is
+                                the untrained model), "train_loss", "train_acc", "test_loss", "test_acc" and,
+                                in later zoos, "val_loss", "val_acc"; the first zoos write -999 for the train
+                                metrics of epoch 0 (not measured), imported as null
+    DIR/<trial>/checkpoint_NNNNNN/checkpoints   the model's state dict (torch.save) at epoch NNNNNN
+
+The CNNs keep their layers in one ``nn.ModuleList`` (``module_list``) with max-pool, activation and, when the
+dropout rate is > 0 (always, in CNN-l), dropout modules in between, so ``module_list.N`` of the second
+convolution is 3 or 4 depending on the trial. Tensors are therefore mapped by position among the modules
+that hold parameters, and every shape is checked against the registered architecture. ResNet-18 is
+torchvision's ResNet with the CIFAR stem, whose state dict names are the registered ``resnet18``'s.
+
+The folders do not record the image dataset or its preprocessing: pass the zoo's published manifest
+(``manifests/modelzoo/*.toml``), which also supplies recipe fields the trials leave out (augmentation), or
+just the dataset name. When the published manifest expands to exactly the imported models, the store
+keeps it unchanged (the same zoo as a ``zoo build`` of it would make); otherwise the store's manifest lists
+the imported models explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.datasets import DATASETS
+from zoo.errors import ZooError, allowed_text
+from zoo.layout import Layout
+from zoo.manifest import SECTIONS, Manifest
+
+from .common import (ImportReport, choose_manifest, metrics_record, population_manifest, read_base_manifest,
+                     slug, write_import)
+
+#: params.json "model::type" -> (registered architecture, input side the published zoos resized images to).
+MODEL_TYPES: dict[str, tuple[str, int | None]] = {"CNN": ("cnn-s", 28), "CNN3": ("cnn-l", 32),
+                                                  "Resnet18": ("resnet18", None)}
+#: Model Zoos' names -> the manifest's (architecture activation, optimizer, init, schedule).
+ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "sigmoid": "sigmoid", "gelu": "gelu", "leakyrelu": "leaky_relu"}
+OPTIMIZERS = {"adam": "adam", "sgd": "sgd", "rms_prop": "rmsprop"}
+INITS = {name: name for name in ("uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform",
+                                 "xavier_normal")}
+SCHEDULERS = {"OneCycleLR": "onecycle"}
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+#: What the first zoos report for metrics they did not measure (the train metrics of epoch 0).
+NOT_MEASURED = -999
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+CHECKPOINT_FILE = "checkpoints"
+LICENSE = "CC-BY-4.0"
+CITATION = ("Schürholt, K., Taskiran, D., Knyazev, B., Giró-i-Nieto, X., Borth, D. Model Zoos: A Dataset of "
+            "Diverse Populations of Neural Network Models. NeurIPS 2022 Datasets and Benchmarks Track.")
+_REQUIRED = object()
+
+
+@dataclass
+class Trial:
+    """One trial folder, validated: its model's configuration, checkpoint files and per-epoch metrics."""
+
+    path: Path
+    arch: str
+    config: dict[str, Any]  # 'section.field' -> value, and 'seed'
+    epochs: int | None  # training::epochs_train
+    channels_in: int | None
+    checkpoints: dict[int, Path] = field(default_factory=dict)
+    results: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
+    file = trial / "params.json"
+    if not file.is_file():
+        raise ZooError(f"{file}: missing (every trial folder holds params.json, result.json and "
+                       "checkpoint_NNNNNN/checkpoints)")
+    try:
+        params = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(params, dict):
+        raise ZooError(f"{file}: expected a JSON object of config keys, got {type(params).__name__}")
+
+    def get(key: str, kind: str, default: Any = _REQUIRED) -> Any:
+        value = params.get(key)
+        if value is None:
+            if default is _REQUIRED:
+                raise ZooError(f"{file}: field {key!r} is missing")
+            return default
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool), "number": _is_number(value),
+              "str": isinstance(value, str)}[kind]
+        if not ok or (kind == "number" and not math.isfinite(value)):
+            raise ZooError(f"{file}: field {key!r}: expected {'an integer' if kind == 'int' else 'a ' + kind}, "
+                           f"got {value!r}")
+        return value
+
+    def choose(key: str, table: Mapping[str, Any], default: Any = _REQUIRED) -> Any:
+        value = get(key, "str", None if default is not _REQUIRED else _REQUIRED)
+        if value is None:
+            return default
+        if value not in table:
+            raise ZooError(f"{file}: field {key!r}: {allowed_text(value, table)}")
+        return table[value]
+
+    def at_least(key: str, value: float, low: float, strict: bool = False) -> float:
+        if value < low or (strict and value == low):
+            raise ZooError(f"{file}: field {key!r}: expected a value {'>' if strict else '>='} {low}, got {value!r}")
+        return value
+
+    arch, _ = choose("model::type", MODEL_TYPES)
+    seed = int(at_least("seed", get("seed", "int"), 0))
+    config: dict[str, Any] = {
+        "architecture.name": arch,
+        "seed": seed,
+        "training.init": choose("model::init_type", INITS),
+        "training.optimizer": choose("optim::optimizer", OPTIMIZERS),
+        "training.lr": float(at_least("optim::lr", get("optim::lr", "number"), 0.0, strict=True)),
+        "training.weight_decay": float(at_least("optim::wd", get("optim::wd", "number", 0.0), 0.0)),
+        "training.momentum": float(at_least("optim::momentum", get("optim::momentum", "number", 0.0), 0.0)),
+        "training.schedule": choose("optim::scheduler", SCHEDULERS, defaults["schedule"]),
+        "training.batch_size": int(at_least("training::batchsize",
+                                            get("training::batchsize", "int", defaults["batch_size"]), 1)),
+    }
+    if arch != "resnet18":  # the ResNet-18 class takes nlin and dropout but ignores them
+        config["architecture.activation"] = choose("model::nlin", ACTIVATIONS)
+        dropout = float(at_least("model::dropout", get("model::dropout", "number", 0.0), 0.0))
+        if dropout >= 1:
+            raise ZooError(f"{file}: field 'model::dropout': expected a probability < 1, got {dropout!r}")
+        config["architecture.dropout"] = dropout
+    epochs = get("training::epochs_train", "int", None)
+    if epochs is not None:
+        at_least("training::epochs_train", epochs, 1)
+    return Trial(trial, arch, config, epochs, get("model::channels_in", "int", None))
+
+
+def _read_results(trial: Trial) -> None:
+    file = trial.path / "result.json"
+    if not file.is_file():
+        raise ZooError(f"{file}: missing (one JSON line per epoch with train/val/test loss and accuracy)")
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ZooError(f"{file}: line {n}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ZooError(f"{file}: line {n}: expected a JSON object, got {type(obj).__name__}")
+        epoch = obj.get("training_iteration")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ZooError(f"{file}: line {n}: field 'training_iteration': expected the epoch, an integer >= 0, "
+                           f"got {epoch!r}")
+        rec: dict[str, float] = {}
+        for key in METRICS:
+            value = obj.get(key)
+            if value is None or value == NOT_MEASURED:
+                continue
+            if not _is_number(value):
+                raise ZooError(f"{file}: line {n}: field {key!r}: expected a number or null, got {value!r}")
+            rec[key] = float(value)
+        if _is_number(obj.get("time_total_s")):
+            rec["wall_time_s"] = float(obj["time_total_s"])
+        trial.results[epoch] = rec  # a restored trial repeats iterations: the last report wins
+
+
+def _find_checkpoints(trial: Trial) -> None:
+    for sub in trial.path.iterdir():
+        m = CHECKPOINT_DIR.match(sub.name)
+        if not (m and sub.is_dir()):
+            continue
+        file = sub / CHECKPOINT_FILE
+        if not file.is_file():
+            raise ZooError(f"{file}: missing (a checkpoint folder holds the state dict in a file named "
+                           f"{CHECKPOINT_FILE!r})")
+        epoch = int(m[1])
+        if epoch in trial.checkpoints:
+            raise ZooError(f"{sub}: a second checkpoint folder for epoch {epoch} "
+                           f"(beside {trial.checkpoints[epoch].parent.name})")
+        trial.checkpoints[epoch] = file
+
+
+def load_state_dict(file: Path, *, mmap: bool = False) -> Mapping[str, torch.Tensor]:
+    """A torch.save'd state dict, loaded safely (tensors only: ``weights_only``)."""
+    try:
+        sd = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as first:  # noqa: BLE001 - a legacy (non-zip) file cannot be memory-mapped: retry plainly
+        if not mmap:
+            raise ZooError(f"{file}: not a readable torch.save file ({type(first).__name__}: {first})") from None
+        return load_state_dict(file, mmap=False)
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ZooError(f"{file}: expected a state dict (tensor name -> tensor), got {type(sd).__name__}")
+    return sd
+
+
+def map_state_dict(file: Path, sd: Mapping[str, torch.Tensor], arch: str, layout: Layout,
+                   in_shape: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under the registered architecture's names, shapes checked.
+
+    ``module_list`` CNNs are matched by position among the modules that hold parameters (dropout modules
+    shift the indices); ResNet-18 by name (``num_batches_tracked`` is a counter, not a weight).
+    """
+    where = f"{arch} on {'x'.join(map(str, in_shape))} inputs"
+    if arch == "resnet18":
+        names = {k: k for k in sd if not k.endswith("num_batches_tracked")}
+    else:
+        modules: dict[int, dict[str, str]] = {}
+        for key in sd:
+            m = re.fullmatch(r"module_list\.(\d+)\.(weight|bias)", key)
+            if m is None:
+                raise ZooError(f"{file}: unexpected tensor {key!r}; Model Zoos CNNs hold 'module_list.N.weight' "
+                               "and 'module_list.N.bias'")
+            modules.setdefault(int(m[1]), {})[m[2]] = key
+        ours = list(dict.fromkeys(t.name.rsplit(".", 1)[0] for t in layout.tensors))
+        if len(modules) != len(ours):
+            raise ZooError(f"{file}: {len(modules)} layers with parameters (module_list indices "
+                           f"{sorted(modules)}); {where} has {len(ours)} ({', '.join(ours)})")
+        names = {f"{prefix}.{attr}": key for (_, attrs), prefix in zip(sorted(modules.items()), ours)
+                 for attr, key in attrs.items()}
+    unexpected = sorted(set(names) - set(layout.names))
+    if unexpected:
+        raise ZooError(f"{file}: tensor {names[unexpected[0]]!r} has no place in {where}")
+    out = {}
+    for t in layout.tensors:
+        key = names.get(t.name)
+        if key is None:
+            raise ZooError(f"{file}: no tensor for {t.name!r} of {where}")
+        value = sd[key]
+        if tuple(value.shape) != t.shape:
+            raise ZooError(f"{file}: tensor {key!r} has shape {tuple(value.shape)}; {where} expects {t.shape} "
+                           f"for {t.name!r}")
+        if not value.is_floating_point():
+            raise ZooError(f"{file}: tensor {key!r} has dtype {value.dtype}; expected floating point")
+        out[t.name] = value
+    return out
+
+
+class ModelZooSource:
+    """A Model Zoos directory, read and validated completely before anything is written."""
+
+    format = "modelzoo"
+
+    def __init__(self, src: str | Path, *, manifest: str | Path | Manifest | None = None, dataset: str | None = None,
+                 name: str | None = None, skip_incomplete: bool = False) -> None:
+        self.src = Path(src)
+        if not self.src.is_dir():
+            raise ZooError(f"{self.src}: not a directory (expected a Model Zoos folder of trial folders)")
+        self.base = read_base_manifest(manifest)
+        training_defaults = dict(self.base.training) if self.base else {k: f.default for k, f in
+                                                                       SECTIONS["training"].items()}
+        folders = sorted(p for p in self.src.iterdir() if p.is_dir() and _looks_like_trial(p))
+        if not folders:
+            raise ZooError(f"{self.src}: no trial folders (folders holding params.json, result.json and "
+                           "checkpoint_NNNNNN/checkpoints)")
+        trials = []
+        for folder in folders:
+            trial = _read_params(folder, training_defaults)
+            _read_results(trial)
+            _find_checkpoints(trial)
+            trials.append(trial)
+        archs = {t.arch for t in trials}
+        if len(archs) > 1:
+            first = {a: next(t.path.name for t in trials if t.arch == a) for a in sorted(archs)}
+            raise ZooError(f"{self.src}: trial folders hold different model types ("
+                           + ", ".join(f"{a} in {p}" for a, p in first.items()) + "); import one zoo at a time")
+        self.arch = archs.pop()
+
+        # every checkpoint epoch of the zoo, and the trials that lack some of them
+        epochs = sorted(set().union(*(t.checkpoints for t in trials)))
+        if not epochs:
+            raise ZooError(f"{self.src}: no checkpoint_NNNNNN/checkpoints in any trial folder")
+        incomplete = [t for t in trials if sorted(t.checkpoints) != epochs]
+        if incomplete and not skip_incomplete:
+            t = incomplete[0]
+            missing = sorted(set(epochs) - set(t.checkpoints))
+            raise ZooError(f"{t.path}: no checkpoint for epoch(s) {_span(missing)} of the zoo's {_span(epochs)} "
+                           f"({len(incomplete)} trial folder(s) incomplete); pass --skip-incomplete to leave "
+                           "them out")
+        self.skipped = [t.path.name for t in incomplete]
+        self.trials = [t for t in trials if t not in incomplete]
+        if not self.trials:
+            raise ZooError(f"{self.src}: every trial folder is incomplete")
+        declared = {t.epochs for t in self.trials if t.epochs is not None}
+        if len(declared) > 1:
+            raise ZooError(f"{self.src}: trials train for different numbers of epochs "
+                           f"('training::epochs_train' {sorted(declared)}); one zoo has one")
+        n_epochs = declared.pop() if declared else max(epochs)
+        if max(epochs) > n_epochs:
+            raise ZooError(f"{self.src}: checkpoint for epoch {max(epochs)} beyond 'training::epochs_train' = "
+                           f"{n_epochs}")
+        self.explicit = population_manifest(self._sections(dataset, name, n_epochs),
+                                            [t.config for t in self.trials], epochs,
+                                            source=f"zoo import modelzoo {self.src}")
+        self.manifest, self.order, self.kind = choose_manifest(self.explicit, self.base)
+        self._check_channels()
+        self._check_checkpoints()
+
+    # --- the store's description -------------------------------------------------------------------------
+    def _sections(self, dataset: str | None, name: str | None, epochs: int) -> dict[str, dict[str, Any]]:
+        base = self.base.to_dict() if self.base else {}
+        if self.base is not None:
+            if dataset is not None and dataset != self.base.dataset["name"]:
+                raise ZooError(f"--dataset {dataset!r} contradicts the manifest {self.base.source} "
+                               f"(dataset {self.base.dataset['name']!r}); give one of them")
+            if self.base.architecture["name"] != self.arch:
+                raise ZooError(f"{self.base.source}: declares architecture {self.base.architecture['name']!r}, but "
+                               f"the trial folders in {self.src} hold {self.arch!r} models")
+            data = dict(base["dataset"])
+        elif dataset is not None:
+            info = DATASETS.get(dataset)
+            data = {"name": info.name}
+            size = MODEL_TYPES[next(k for k, (a, _) in MODEL_TYPES.items() if a == self.arch)][1]
+            if size is not None and size != info.size:
+                data["resize"] = size  # the published CNNs assume 28x28 (CNN-s) and 32x32 (CNN-l) inputs
+        else:
+            raise ZooError(f"{self.src}: the trial folders do not record the image dataset; pass the zoo's "
+                           "published manifest (--manifest manifests/modelzoo/NAME.toml) or --dataset NAME")
+        zoo = dict(base.get("zoo", {"license": LICENSE, "citation": CITATION}))
+        zoo["name"] = name or (self.base.name if self.base else slug(self.src.name))
+        recipe = f"; dataset and recipe defaults from {self.base.source}" if self.base else ""
+        zoo["description"] = (f"{len(self.trials)} models imported from the Model Zoos trial folders in "
+                              f"{self.src.resolve()}{recipe}.")
+        arch = {k: v for k, v in base.get("architecture", {"name": self.arch}).items()}
+        training = {**base.get("training", {}), "epochs": epochs}
+        return {"zoo": zoo, "dataset": data, "architecture": arch, "training": training}
+
+    def _check_channels(self) -> None:
+        channels = self.explicit.architectures[self.explicit.models[0].arch_id].in_shape[0]
+        for t in self.trials:
+            if t.channels_in is not None and t.channels_in != channels:
+                raise ZooError(f"{t.path / 'params.json'}: field 'model::channels_in' = {t.channels_in}, but "
+                               f"dataset {self.explicit.dataset['name']!r} as configured gives {channels}-channel "
+                               "images")
+
+    def _check_checkpoints(self) -> None:
+        """Every checkpoint file: readable, and every tensor present with the registered shape."""
+        for i, t in enumerate(self.trials):
+            arch = self.explicit.architectures[self.explicit.models[i].arch_id]
+            for file in t.checkpoints.values():
+                map_state_dict(file, load_state_dict(file, mmap=True), self.arch, arch.layout, arch.in_shape)
+
+    # --- what the writer asks for ------------------------------------------------------------------------
+    def rows(self, sources: Sequence[int], epoch: int) -> np.ndarray:
+        out = []
+        for s in sources:
+            arch = self.explicit.architectures[self.explicit.models[s].arch_id]
+            file = self.trials[s].checkpoints[epoch]
+            state = map_state_dict(file, load_state_dict(file), self.arch, arch.layout, arch.in_shape)
+            out.append(arch.layout.flatten(state).numpy())
+        return np.stack(out)
+
+    def record(self, source: int, epoch: int) -> dict[str, Any]:
+        return metrics_record(**self.trials[source].results.get(epoch, {}))
+
+    def imported_from(self) -> dict[str, Any]:
+        return {"format": self.format, "source": str(self.src.resolve()), "manifest": self.kind,
+                "models": [self.trials[s].path.name for s in self.order], "skipped": self.skipped}
+
+
+def _looks_like_trial(folder: Path) -> bool:
+    return ((folder / "params.json").exists() or (folder / "result.json").exists()
+            or any(CHECKPOINT_DIR.match(p.name) for p in folder.iterdir()))
+
+
+def _span(epochs: Sequence[int]) -> str:
+    epochs = list(epochs)
+    if len(epochs) > 3 and epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"{epochs[0]}..{epochs[-1]}"
+    return ", ".join(map(str, epochs))
+
+
+def import_modelzoo(src: str | Path, store: str | Path, *, manifest: str | Path | Manifest | None = None,
+                    dataset: str | None = None, name: str | None = None, group_size: int | None = None,
+                    skip_incomplete: bool = False, quiet: bool = True) -> ImportReport:
+    """Import a Model Zoos directory of trial folders into a new store (or resume that import).
+
+    Args:
+        src: the folder of Ray Tune trial folders.
+        store: the store to create (a path or fsspec URL).
+        manifest: the zoo's published manifest (dataset preprocessing, license, citation, recipe fields the
+            trials do not record); kept as the store's manifest when it describes exactly the imported models.
+        dataset: the image dataset, when no manifest is given.
+        name: the zoo's name (default: the manifest's, else the folder's).
+        skip_incomplete: leave out trials lacking some of the zoo's checkpoint epochs (else an error).
+    """
+    source = ModelZooSource(src, manifest=manifest, dataset=dataset, name=name, skip_incomplete=skip_incomplete)
+    report = ImportReport(source.format, str(source.src), str(store), manifest=source.kind,
+                          skipped_models=source.skipped)
+    return write_import(store, source.manifest, source.order, rows=source.rows, record=source.record,
+                        imported_from=source.imported_from(), report=report, group_size=group_size, quiet=quiet)

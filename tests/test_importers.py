@@ -1,0 +1,672 @@
+"""Importers of published zoo formats: fixture directories in each format, built from models made here.
+
+Model Zoos fixtures are Ray Tune trial folders holding state dicts of a ``module_list`` CNN written as the
+published zoos' (dropout modules shift the layer indices); Small CNN Zoo fixtures hold Keras-ordered rows
+(kernels (kh, kw, in, out), each bias before its kernel) and are checked against an independent NHWC
+forward pass that reads those Keras tensors directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from builders.importers import IMPORTERS, import_modelzoo, import_smallcnnzoo, import_zoo
+from builders.importers import modelzoo as mz
+from loaders import ZooDataset
+from zoo.cli import main
+from zoo.errors import ManifestError, ZooError
+from zoo.manifest import Manifest
+from zoo.plan import Plan
+
+# --- Model Zoos fixtures --------------------------------------------------------------------------------
+ACTS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "leakyrelu": nn.LeakyReLU}
+
+
+class ModuleListCNN(nn.Module):
+    """CNN-s as the Model Zoos define it: one ModuleList; Dropout only when the rate is > 0."""
+
+    def __init__(self, nlin: str, dropout: float) -> None:
+        super().__init__()
+        drop = [nn.Dropout(dropout)] if dropout > 0 else []
+        act = ACTS[nlin]
+        self.module_list = nn.ModuleList([
+            nn.Conv2d(1, 8, 5), nn.MaxPool2d(2, 2), act(), *drop,
+            nn.Conv2d(8, 6, 5), nn.MaxPool2d(2, 2), act(), *drop,
+            nn.Conv2d(6, 4, 2), act(), nn.Flatten(),
+            nn.Linear(36, 20), act(), *drop,
+            nn.Linear(20, 10)])
+
+    def forward(self, x):
+        for layer in self.module_list:
+            x = layer(x)
+        return x
+
+
+TRIALS = [  # (seed, nlin, dropout, lr)
+    (11, "tanh", 0.0, 1e-3),
+    (12, "tanh", 0.5, 1e-3),
+    (13, "relu", 0.0, 3e-3),
+    (14, "leakyrelu", 0.5, 1e-3),
+]
+
+
+def trial_params(seed, nlin, dropout, lr, epochs=2):
+    return {"model::type": "CNN", "model::channels_in": 1, "model::o_dim": 10, "model::nlin": nlin,
+            "model::dropout": dropout, "model::init_type": "uniform", "model::use_bias": False,
+            "optim::optimizer": "adam", "optim::lr": lr, "optim::wd": 1e-3, "optim::momentum": 0.9,
+            "seed": seed, "training::batchsize": 10, "training::epochs_train": epochs, "training::start_epoch": 1,
+            "cuda": False, "dataset::dump": "/data/zoos/MNIST/dataset.pt"}
+
+
+def write_modelzoo(root: Path, trials=TRIALS, epochs: int = 2) -> dict:
+    """Ray Tune trial folders; returns {trial name: {"params", "states": {epoch: sd}, "results": {epoch: line}}}."""
+    root.mkdir(parents=True)
+    (root / "config.json").write_text("{}")  # experiment-level files beside the trials are ignored
+    (root / "readme.md").write_text("")
+    out = {}
+    for k, (seed, nlin, dropout, lr) in enumerate(trials):
+        name = f"NN_tune_trainable_4f2a1_{k:05d}_{k}_seed={seed}"
+        folder = root / name
+        folder.mkdir()
+        params = trial_params(seed, nlin, dropout, lr, epochs)
+        (folder / "params.json").write_text(json.dumps(params))
+        torch.manual_seed(seed)
+        model = ModuleListCNN(nlin, dropout)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        rng = np.random.default_rng(seed)
+        states, lines = {}, []
+        for epoch in range(epochs + 1):
+            if epoch > 0:  # a step of training on random data, so every epoch's weights differ
+                x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+            ckpt = folder / f"checkpoint_{epoch:06d}"
+            ckpt.mkdir()
+            sd = {k: v.clone() for k, v in model.state_dict().items()}
+            torch.save(sd, ckpt / "checkpoints")
+            torch.save({}, ckpt / "optimizer")
+            states[epoch] = sd
+            line = {"train_loss": -999 if epoch == 0 else float(rng.uniform(0.5, 2)),
+                    "train_acc": -999 if epoch == 0 else float(rng.uniform()),
+                    "test_loss": float(rng.uniform(0.5, 2)), "test_acc": float(rng.uniform()),
+                    "val_loss": float(rng.uniform(0.5, 2)), "val_acc": float(rng.uniform()),
+                    "training_iteration": epoch, "time_total_s": 1.5 * epoch, "trial_id": "4f2a1",
+                    "config": params}
+            lines.append(line)
+        (folder / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        out[name] = {"params": params, "states": states, "results": {x["training_iteration"]: x for x in lines},
+                     "nlin": nlin, "dropout": dropout}
+    return out
+
+
+def reference_module(trial: dict, epoch: int) -> nn.Module:
+    model = ModuleListCNN(trial["nlin"], trial["dropout"])
+    model.load_state_dict(trial["states"][epoch])
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mz_template(tmp_path_factory):
+    root = tmp_path_factory.mktemp("modelzoo") / "tune_zoo_mnist"
+    return root, write_modelzoo(root)
+
+
+@pytest.fixture
+def mzdir(mz_template, tmp_path):
+    """A fresh copy of the Model Zoos fixture (tests damage it)."""
+    root, trials = mz_template
+    shutil.copytree(root, tmp_path / root.name)
+    return tmp_path / root.name, trials
+
+
+def test_modelzoo_import_reproduces_outputs_and_metadata(mzdir, tmp_path):
+    src, trials = mzdir
+    store = tmp_path / "mz.zoo"
+    report = import_modelzoo(src, store, dataset="mnist")
+    names = sorted(trials)
+    assert (report.models, report.checkpoints, report.checkpoint_epochs) == (4, 12, [0, 1, 2])
+    assert report.manifest == "explicit" and report.skipped_models == [] and report.zoo == "tune_zoo_mnist"
+    assert report.architectures == {"cnn-s": 2464}
+
+    z = zoo.open(store)
+    assert z.attrs["imported_from"]["models"] == names
+    assert z.metadata.num_rows == 12 and zoo.verify(store).ok
+    x = torch.randn(16, 1, 28, 28)
+    rows = {(r["model_id"], r["epoch"]): r for r in z.metadata.to_pylist()}
+    for model_id, name in enumerate(names):
+        t = trials[name]
+        for epoch in range(3):
+            with torch.no_grad():
+                expected = reference_module(t, epoch)(x)
+                got = z.module(model_id, epoch)(x)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+            row, res = rows[(model_id, epoch)], t["results"][epoch]
+            for key in ("test_acc", "test_loss", "val_acc", "val_loss"):
+                assert row[key] == res[key]
+            if epoch == 0:  # the published zoos' -999: not measured
+                assert row["train_acc"] is None and row["train_loss"] is None and row["gen_gap"] is None
+            else:
+                assert row["train_acc"] == res["train_acc"]
+                assert row["gen_gap"] == res["train_acc"] - res["test_acc"]
+            assert row["wall_time_s"] == res["time_total_s"] and row["status"] == "ok"
+            p = t["params"]
+            assert (row["seed"], row["lr"], row["dropout"], row["weight_decay"], row["momentum"]) == (
+                p["seed"], p["optim::lr"], p["model::dropout"], p["optim::wd"], p["optim::momentum"])
+            assert (row["activation"], row["init"], row["optimizer"], row["batch_size"], row["epochs"]) == (
+                {"leakyrelu": "leaky_relu"}.get(t["nlin"], t["nlin"]), "uniform", "adam", 10, 2)
+            assert row["dataset"] == "mnist" and row["architecture"] == "cnn-s"
+
+
+def test_modelzoo_views_and_augmentations_work_on_the_imported_zoo(mzdir, tmp_path):
+    src, trials = mzdir
+    store = tmp_path / "mz.zoo"
+    import_modelzoo(src, store, dataset="mnist")
+    names = sorted(trials)
+    ds = ZooDataset(store, view="state_dict", augment=("permute", "signflip"), targets=("epoch",))
+    batch = ds.__getitems__(list(range(len(ds))))
+    x = torch.randn(8, 1, 28, 28)
+    z = zoo.open(store)
+    changed = 0
+    for i in range(len(ds)):
+        model_id, epoch = int(batch["model_id"][i]), int(batch["epoch"][i])
+        module = z.manifest.models[model_id].architecture.module()
+        t = trials[names[model_id]]
+        module.load_state_dict({k: v[i] for k, v in batch.items() if "." in k})
+        ref = reference_module(t, epoch)
+        changed += not torch.equal(batch["conv1.weight"][i], ref.module_list[0].weight)
+        with torch.no_grad():
+            torch.testing.assert_close(module.eval()(x), ref(x), rtol=1e-4, atol=1e-5)
+    assert changed >= len(ds) - 1  # the augmentation did act
+
+
+def test_modelzoo_keeps_the_published_manifest_when_it_describes_the_same_models(tmp_path):
+    trials = [(seed, nlin, 0.0, 1e-3) for nlin in ("relu", "tanh") for seed in (2, 1)]
+    src = tmp_path / "zoo"
+    written = write_modelzoo(src, trials, epochs=1)
+    published = Manifest.from_dict({
+        "zoo": {"name": "mini-seed", "license": "CC-BY-4.0"},
+        "dataset": {"name": "mnist", "val_size": 100},
+        "architecture": {"name": "cnn-s", "activation": "tanh", "dropout": 0.0},
+        "training": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-3, "momentum": 0.9, "batch_size": 10,
+                     "epochs": 1, "init": "uniform"},
+        "population": {"seeds": [1, 2], "grid": {"architecture.activation": ["tanh", "relu"]}},
+        "checkpoints": {"epochs": "all"}}, source="mini-seed.toml")
+    store = tmp_path / "mz.zoo"
+    report = import_modelzoo(src, store, manifest=published)
+    assert report.manifest == "published" and report.zoo == "mini-seed"
+    z = zoo.open(store)
+    assert z.attrs["manifest"] == published.to_dict()
+    x = torch.randn(4, 1, 28, 28)
+    by_config = {(t["params"]["seed"], t["nlin"]): t for t in written.values()}
+    for spec in published.models:  # model ids follow the published expansion, not the folder order
+        t = by_config[(spec.seed, spec.hparams["activation"])]
+        with torch.no_grad():
+            torch.testing.assert_close(z.module(spec.model_id, 1)(x), reference_module(t, 1)(x), rtol=0, atol=1e-6)
+    assert [z.attrs["imported_from"]["models"][m.model_id] for m in published.models] == [
+        n for m in published.models for n, t in written.items()
+        if (t["params"]["seed"], t["nlin"]) == (m.seed, m.hparams["activation"])]
+
+    # the same published manifest with one more seed describes other models: the store lists them explicitly
+    other = Manifest.from_dict({**published.to_dict(), "population": {
+        "seeds": [1, 2, 3], "grid": {"architecture.activation": ["tanh", "relu"]}}}, source="mini-seed.toml")
+    report = import_modelzoo(src, tmp_path / "other.zoo", manifest=other)
+    assert report.manifest == "explicit" and report.models == 4
+    assert zoo.open(tmp_path / "other.zoo").manifest.dataset["val_size"] == 100  # dataset section carried over
+
+
+def _drop_file(src: Path, trials: dict, name: str) -> None:
+    (src / sorted(trials)[1] / name).unlink()
+
+
+def _bad_shape(src: Path, trials: dict) -> None:
+    first = src / sorted(trials)[0] / "checkpoint_000001" / "checkpoints"
+    sd = torch.load(first)
+    sd["module_list.0.weight"] = torch.zeros(8, 1, 3, 3)
+    torch.save(sd, first)
+
+
+def _bad_param(src: Path, trials: dict, key: str, value) -> None:
+    file = src / sorted(trials)[2] / "params.json"
+    params = json.loads(file.read_text())
+    params[key] = value
+    file.write_text(json.dumps(params))
+
+
+def _bad_result_line(src: Path, trials: dict) -> None:
+    file = src / sorted(trials)[0] / "result.json"
+    lines = file.read_text().splitlines()
+    lines[1] = lines[1][:20]
+    file.write_text("\n".join(lines))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda s, t: _drop_file(s, t, "params.json"), r"_00001_1_seed=12/params.json: missing"),
+    (lambda s, t: _drop_file(s, t, "result.json"), r"_00001_1_seed=12/result.json: missing"),
+    (_bad_shape, r"_00000_0_seed=11/checkpoint_000001/checkpoints: tensor 'module_list.0.weight' has shape "
+                 r"\(8, 1, 3, 3\); cnn-s on 1x28x28 inputs expects \(8, 1, 5, 5\) for 'conv1.weight'"),
+    (lambda s, t: _bad_param(s, t, "model::nlin", "swish"),
+     r"params.json: field 'model::nlin': got 'swish'; allowed: gelu, leakyrelu, relu, sigmoid, tanh"),
+    (lambda s, t: _bad_param(s, t, "model::type", "CNN2"),
+     r"params.json: field 'model::type': got 'CNN2'; allowed: CNN, CNN3, Resnet18"),
+    (lambda s, t: _bad_param(s, t, "optim::lr", "fast"), r"params.json: field 'optim::lr': expected a number, "
+                                                         r"got 'fast'"),
+    (lambda s, t: _bad_param(s, t, "seed", None), r"params.json: field 'seed' is missing"),
+    (lambda s, t: _bad_param(s, t, "model::channels_in", 3), r"field 'model::channels_in' = 3, but dataset 'mnist'"),
+    (_bad_result_line, r"_00000_0_seed=11/result.json: line 2: not valid JSON"),
+    (lambda s, t: (s / sorted(t)[3] / "checkpoint_000002" / "checkpoints").unlink(),
+     r"checkpoint_000002/checkpoints: missing"),
+    (lambda s, t: shutil.rmtree(s / sorted(t)[3] / "checkpoint_000002"),
+     r"_00003_3_seed=14: no checkpoint for epoch\(s\) 2 of the zoo's 0, 1, 2 \(1 trial folder\(s\) incomplete\); "
+     r"pass --skip-incomplete"),
+])
+def test_modelzoo_malformed_directory_errors_and_leaves_nothing(mzdir, tmp_path, damage, message):
+    src, trials = mzdir
+    damage(src, trials)
+    store = tmp_path / "mz.zoo"
+    with pytest.raises(ZooError, match=message):
+        import_modelzoo(src, store, dataset="mnist")
+    assert not store.exists()
+
+
+def test_modelzoo_needs_a_dataset_and_skips_incomplete_trials_on_request(mzdir, tmp_path):
+    src, trials = mzdir
+    with pytest.raises(ZooError, match=r"do not record the image dataset; pass the zoo's published manifest "
+                                       r"\(--manifest manifests/modelzoo/NAME.toml\) or --dataset NAME"):
+        import_modelzoo(src, tmp_path / "a.zoo")
+    with pytest.raises(ZooError, match=r"unknown dataset: got 'mnsit'; allowed: .*did you mean 'mnist'"):
+        import_modelzoo(src, tmp_path / "a.zoo", dataset="mnsit")
+    shutil.rmtree(src / sorted(trials)[3] / "checkpoint_000002")
+    report = import_modelzoo(src, tmp_path / "b.zoo", dataset="mnist", skip_incomplete=True)
+    assert report.models == 3 and report.skipped_models == [sorted(trials)[3]]
+    assert zoo.open(tmp_path / "b.zoo").attrs["imported_from"]["skipped"] == [sorted(trials)[3]]
+    assert not (tmp_path / "a.zoo").exists()
+
+
+def test_a_failure_while_writing_removes_the_new_store_and_a_rerun_resumes(mzdir, tmp_path, monkeypatch):
+    src, _ = mzdir
+    store = tmp_path / "mz.zoo"
+    calls = []
+    original = mz.ModelZooSource.rows
+
+    def failing(self, sources, epoch):
+        calls.append(epoch)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return original(self, sources, epoch)
+
+    monkeypatch.setattr(mz.ModelZooSource, "rows", failing)
+    with pytest.raises(OSError, match="disk full"):
+        import_modelzoo(src, store, dataset="mnist")
+    assert not store.exists() and len(calls) == 3
+    monkeypatch.setattr(mz.ModelZooSource, "rows", original)
+    first = import_modelzoo(src, store, dataset="mnist")
+    again = import_modelzoo(src, store, dataset="mnist")  # everything committed: nothing to redo
+    assert again.units_written == 0 and again.units_skipped == first.units_written > 0
+
+
+def test_diverged_checkpoints_are_kept_and_flagged(mzdir, tmp_path):
+    src, trials = mzdir
+    file = src / sorted(trials)[0] / "checkpoint_000002" / "checkpoints"
+    sd = torch.load(file)
+    sd["module_list.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(sd, file)
+    report = import_modelzoo(src, tmp_path / "mz.zoo", dataset="mnist")
+    assert report.diverged_checkpoints == 1
+    meta = zoo.open(tmp_path / "mz.zoo").metadata.to_pylist()
+    assert [(r["model_id"], r["epoch"]) for r in meta if r["status"] == "diverged"] == [(0, 2)]
+
+
+def test_modelzoo_resnet18_maps_by_name_with_batchnorm_statistics(tmp_path):
+    from torchvision.models import resnet18
+
+    src = tmp_path / "tune_zoo_cifar10_resnet18"
+    folder = src / "NN_tune_trainable_00000"
+    folder.mkdir(parents=True)
+    params = {**trial_params(1, "relu", 0.0, 0.05, epochs=1), "model::type": "Resnet18", "model::channels_in": 3,
+              "optim::optimizer": "sgd", "optim::scheduler": "OneCycleLR", "model::init_type": "kaiming_uniform"}
+    (folder / "params.json").write_text(json.dumps(params))
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10)  # the Model Zoos' ResNet18: torchvision's with the CIFAR stem
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    states = {}
+    for epoch in (0, 1):
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if "running" in name:  # BatchNorm statistics as after training: they must travel too
+                    b.copy_(torch.rand_like(b) + (0.5 if "var" in name else -0.5))
+                elif "num_batches" in name:
+                    b.fill_(epoch * 100)
+        (folder / f"checkpoint_{epoch:06d}").mkdir()
+        torch.save(model.state_dict(), folder / f"checkpoint_{epoch:06d}" / "checkpoints")
+        states[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+    (folder / "result.json").write_text("\n".join(json.dumps({"training_iteration": e, "test_acc": 0.1 * e})
+                                                  for e in (0, 1)))
+    report = import_modelzoo(src, tmp_path / "r.zoo", dataset="cifar10")
+    assert report.architectures == {"resnet18": 11173962}
+    z = zoo.open(tmp_path / "r.zoo")
+    row = z.metadata.to_pylist()[1]
+    assert (row["optimizer"], row["schedule"], row["init"], row["lr"]) == ("sgd", "onecycle", "kaiming_uniform", 0.05)
+    x = torch.randn(2, 3, 32, 32)
+    for epoch in (0, 1):
+        model.load_state_dict(states[epoch])
+        with torch.no_grad():
+            torch.testing.assert_close(z.module(0, epoch)(x), model.eval()(x), rtol=0, atol=1e-5)
+
+
+def test_an_existing_folder_or_store_is_never_touched(mzdir, tmp_path):
+    src, _ = mzdir
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    with pytest.raises(ZooError, match=r"busy: exists and is not a weightzoo store"):
+        import_modelzoo(src, busy, dataset="mnist")
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    import_modelzoo(src, tmp_path / "a.zoo", dataset="mnist")
+    with pytest.raises(ZooError, match=r"a.zoo: the store holds zoo 'tune_zoo_mnist' built from another manifest"):
+        import_modelzoo(src, tmp_path / "a.zoo", dataset="fashion-mnist")
+    assert zoo.verify(tmp_path / "a.zoo").ok and zoo.open(tmp_path / "a.zoo").metadata.num_rows == 12
+
+
+# --- Small CNN Zoo fixtures --------------------------------------------------------------------------------
+RUNS = [  # activation, dropout, optimizer, lr, l2reg, w_init, init_std, train_fraction
+    ("relu", 0.05, "adam", 0.004, 1e-5, "he_normal", 0.05, 1.0),
+    ("tanh", 0.31, "sgd", 0.02, 3e-4, "RandomNormal", 0.02, 0.5),
+    ("relu", 0.0, "rmsprop", 0.001, 1e-8, "GlorotNormal", 0.1, 0.25),
+    ("tanh", 0.62, "adam", 0.0007, 2e-3, "TruncatedNormal", 0.3, 0.1),
+    ("relu", 0.12, "sgd", 0.03, 1e-6, "Orthogonal", 0.007, 1.0),
+]
+STEPS = (0, 1, 3)
+KERAS_VARS = [("conv2d", (3, 3, 1, 16)), ("conv2d_1", (3, 3, 16, 16)), ("conv2d_2", (3, 3, 16, 16)),
+              ("dense", (16, 10))]
+
+
+def keras_params(rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(rng.normal(0, 0.1, shape[-1]).astype(np.float32), rng.normal(0, 0.3, shape).astype(np.float32))
+            for _, shape in KERAS_VARS]
+
+
+def keras_row(params) -> np.ndarray:
+    return np.concatenate([np.concatenate([b, k.ravel()]) for b, k in params])  # bias before kernel
+
+
+def keras_forward(params, x_nhwc: np.ndarray, activation: str) -> np.ndarray:
+    """The Keras network, independently: valid 3x3 stride-2 convs in NHWC, activation, global mean, dense."""
+    act = {"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh}[activation]
+    h = x_nhwc.astype(np.float64)
+    for b, k in params[:3]:
+        n = (h.shape[1] - 3) // 2 + 1
+        patches = np.stack([h[:, i:i + 2 * n - 1:2, j:j + 2 * n - 1:2, :] for i in range(3) for j in range(3)], 3)
+        h = act(np.einsum("bhwkc,kco->bhwo", patches, k.reshape(9, k.shape[2], k.shape[3])) + b)
+    b, k = params[3]
+    return h.mean(axis=(1, 2)) @ k + b
+
+
+def write_smallcnnzoo(root: Path, runs=RUNS, dataset="mnist", drop=()) -> dict:
+    """weights.npy, metrics.csv.gz, layout.csv; rows interleaved across runs (order must not matter)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    runs_out, rows, metrics = {}, [], []
+    entries = [(r, s) for s in STEPS for r in range(len(runs)) if (r, s) not in drop]
+    for r, step in entries:
+        act, dropout, opt, lr, l2, w_init, std, frac = runs[r]
+        name = f"gs://bucket/smallcnnzoo/{dataset}/{1000 + r}/"
+        params = keras_params(rng)
+        runs_out.setdefault(name, {"index": r, "activation": act, "params": {}, "metrics": {}, "run": runs[r]})
+        runs_out[name]["params"][step] = params
+        m = {"test_accuracy": float(rng.uniform()), "test_loss": float(rng.uniform(0, 3)),
+             "train_accuracy": float(rng.uniform()), "train_loss": float(rng.uniform(0, 3))}
+        runs_out[name]["metrics"][step] = m
+        rows.append(keras_row(params))
+        metrics.append({"": f"{name}permanent_ckpt-{step}", **m, "config.activation": act, "config.b_init": "zeros",
+                        "config.dataset": dataset, "config.dnn_architecture": "cnn", "config.dropout": dropout,
+                        "config.epochs": STEPS[-1], "config.epochs_between_checkpoints": 20, "config.init_std": std,
+                        "config.l2reg": l2, "config.learning_rate": lr, "config.num_layers": 3,
+                        "config.num_units": 16, "config.optimizer": opt, "config.random_seed": 42,
+                        "config.train_fraction": frac, "config.w_init": w_init, "modeldir": name, "step": step})
+    np.save(root / "weights.npy", np.stack(rows))
+    with gzip.open(root / "metrics.csv.gz", "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(metrics[0]))
+        writer.writeheader()
+        writer.writerows(metrics)
+    with open(root / "layout.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["", "varname", "start_idx", "end_idx", "size", "shape"])
+        offset = 0
+        for i, (layer, shape) in enumerate(KERAS_VARS):
+            for var, vshape in (("bias", (shape[-1],)), ("kernel", shape)):
+                size = int(np.prod(vshape))
+                writer.writerow([2 * i + (var == "kernel"), f"sequential/{layer}/{var}:0", offset, offset + size,
+                                 size, str(vshape)])
+                offset += size
+    return runs_out
+
+
+@pytest.fixture(scope="module")
+def sc_template(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smallcnnzoo") / "mnist"
+    return root, write_smallcnnzoo(root)
+
+
+@pytest.fixture
+def scdir(sc_template, tmp_path):
+    root, runs = sc_template
+    shutil.copytree(root, tmp_path / root.name)
+    return tmp_path / root.name, runs
+
+
+def test_smallcnnzoo_import_reproduces_keras_outputs_and_metadata(scdir, tmp_path):
+    src, runs = scdir
+    store = tmp_path / "sc.zoo"
+    report = import_smallcnnzoo(src, store)
+    assert (report.models, report.checkpoints, report.checkpoint_epochs) == (5, 15, list(STEPS))
+    assert report.zoo == "smallcnnzoo-mnist" and report.architectures == {"smallcnn": 4970}
+    z = zoo.open(store)
+    names = list(runs)  # model ids follow the first appearance in metrics.csv.gz
+    assert z.attrs["imported_from"]["models"] == names and zoo.verify(store).ok
+    x = torch.randn(6, 1, 28, 28)
+    meta = {(r["model_id"], r["epoch"]): r for r in z.metadata.to_pylist()}
+    inits = {"he_normal": "kaiming_normal", "RandomNormal": "normal", "GlorotNormal": "xavier_normal",
+             "TruncatedNormal": "truncated_normal", "Orthogonal": "orthogonal"}
+    for model_id, name in enumerate(names):
+        run = runs[name]
+        act, dropout, opt, lr, l2, w_init, std, frac = run["run"]
+        for step in STEPS:
+            params = run["params"][step]
+            sd = z.state_dict(model_id, step)
+            assert torch.equal(sd["conv2.weight"], torch.from_numpy(params[1][1].transpose(3, 2, 0, 1).copy()))
+            assert torch.equal(sd["fc.weight"], torch.from_numpy(params[3][1].T.copy()))
+            with torch.no_grad():
+                got = z.module(model_id, step).double()(x.double()).numpy()
+            np.testing.assert_allclose(got, keras_forward(params, x.permute(0, 2, 3, 1).numpy(), act), rtol=0,
+                                       atol=1e-6)
+            row, m = meta[(model_id, step)], run["metrics"][step]
+            assert (row["test_acc"], row["test_loss"], row["train_acc"], row["train_loss"]) == (
+                m["test_accuracy"], m["test_loss"], m["train_accuracy"], m["train_loss"])
+            assert row["val_acc"] is None and row["gen_gap"] == m["train_accuracy"] - m["test_accuracy"]
+            assert (row["activation"], row["dropout"], row["optimizer"], row["lr"], row["weight_decay"]) == (
+                act, dropout, opt, lr, l2)
+            assert (row["init"], row["init_std"], row["train_fraction"], row["seed"]) == (inits[w_init], std, frac, 42)
+            assert (row["epochs"], row["batch_size"], row["dataset"]) == (3, 512, "mnist")
+    assert z.manifest.dataset["grayscale"] and z.manifest.dataset["mean"] == [0.5]
+
+
+def test_smallcnnzoo_views_and_augmentations_work_on_the_imported_zoo(scdir, tmp_path):
+    src, runs = scdir
+    import_smallcnnzoo(src, tmp_path / "sc.zoo")
+    ds = ZooDataset(tmp_path / "sc.zoo", view="state_dict", augment=("permute", "rescale", "signflip"),
+                    targets=("epoch",))
+    batch = ds.__getitems__(list(range(len(ds))))
+    names = list(runs)
+    x = torch.randn(5, 1, 28, 28)
+    z = zoo.open(tmp_path / "sc.zoo")
+    for i in range(len(ds)):
+        model_id, epoch = int(batch["model_id"][i]), int(batch["epoch"][i])
+        module = z.manifest.models[model_id].architecture.module().double().eval()
+        module.load_state_dict({k: v[i].double() for k, v in batch.items() if "." in k})
+        run = runs[names[model_id]]
+        with torch.no_grad():
+            np.testing.assert_allclose(module(x.double()).numpy(), keras_forward(
+                run["params"][epoch], x.permute(0, 2, 3, 1).numpy(), run["activation"]), rtol=1e-5, atol=1e-5)
+
+
+def _rewrite_metrics(src: Path, edit) -> None:
+    with gzip.open(src / "metrics.csv.gz", "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = edit(rows)
+    with gzip.open(src / "metrics.csv.gz", "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _set(rows, i, key, value):
+    rows[i][key] = value
+    return rows
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda s: (s / "layout.csv").unlink(), r"mnist/layout.csv: missing; a Small CNN Zoo directory holds "
+                                            r"weights.npy, metrics.csv.gz, layout.csv"),
+    (lambda s: np.save(s / "weights.npy", np.zeros((15, 4971), np.float32)),
+     r"layout.csv: the variables cover 4970 values; weights.npy rows have 4971"),
+    (lambda s: np.save(s / "weights.npy", np.zeros((14, 4970), np.float32)),
+     r"weights.npy: 14 rows, but metrics.csv.gz describes 15 checkpoints"),
+    (lambda s: np.save(s / "weights.npy", np.zeros(4970, np.float32)),
+     r"weights.npy: array of shape \(4970,\) and dtype float32; expected a 2-D float array"),
+    (lambda s: (s / "metrics.csv.gz").write_bytes(b"not gzip"), r"metrics.csv.gz: not a readable"),
+    (lambda s: _rewrite_metrics(s, lambda rows: [{k: v for k, v in r.items() if k != "config.l2reg"}
+                                                 for r in rows]),
+     r"metrics.csv.gz: column 'config.l2reg' is missing"),
+    (lambda s: _rewrite_metrics(s, lambda rows: [{**r, "config.w_init": "lecun_normal"} for r in rows]),
+     r"metrics.csv.gz: row 1 \(run '.*/1000/'\): field 'config.w_init': got 'lecun_normal'; allowed: "),
+    (lambda s: _rewrite_metrics(s, lambda rows: _set(rows, 7, "config.learning_rate", "0.5")),
+     r"row 8: field 'config.learning_rate' = 0.5, but run '.*/1002/' has 0.001 in row 3"),
+    (lambda s: _rewrite_metrics(s, lambda rows: _set(rows, 4, "test_accuracy", "high")),
+     r"metrics.csv.gz: row 5: field 'test_accuracy': expected a number, got 'high'"),
+    (lambda s: _rewrite_metrics(s, lambda rows: [{**r, "config.num_units": "32"} for r in rows]),
+     r"field 'config.num_units' = 32; the registered smallcnn is config.dnn_architecture = 'cnn'"),
+    (lambda s: (s / "layout.csv").write_text((s / "layout.csv").read_text().replace("(3, 3, 16, 16)",
+                                                                                   "(3, 3, 32, 8)", 1)),
+     r"layout.csv: line 5: sequential/conv2d_1/kernel of shape \(3, 3, 32, 8\) does not fit conv2.weight "
+     r"\(16, 16, 3, 3\)"),
+])
+def test_smallcnnzoo_malformed_directory_errors_and_leaves_nothing(scdir, tmp_path, damage, message):
+    src, _ = scdir
+    damage(src)
+    store = tmp_path / "sc.zoo"
+    with pytest.raises(ZooError, match=message):
+        import_smallcnnzoo(src, store)
+    assert not store.exists()
+
+
+def test_smallcnnzoo_incomplete_runs_and_published_manifest(tmp_path):
+    src = tmp_path / "cifar10"
+    runs = write_smallcnnzoo(src, dataset="cifar10", drop={(2, 3)})  # run 2 crashed before its last checkpoint
+    with pytest.raises(ZooError, match=r"run '.*/1002/' has no checkpoint at step\(s\) 3 of the zoo's 0, 1, 3 "
+                                       r"\(1 run\(s\) incomplete\); pass --skip-incomplete"):
+        import_smallcnnzoo(src, tmp_path / "a.zoo")
+    # the published manifest with fewer random draws (expanding all 30,000 costs seconds): same facts
+    text = (Path(__file__).parents[1] / "manifests" / "smallcnnzoo" / "cifar10.toml").read_text()
+    published = tmp_path / "cifar10.toml"
+    published.write_text(text.replace("draws = 30000", "draws = 3"))
+    report = import_smallcnnzoo(src, tmp_path / "b.zoo", manifest=published, skip_incomplete=True)
+    assert report.models == 4 and report.skipped_models == [list(runs)[2]] and report.manifest == "explicit"
+    z = zoo.open(tmp_path / "b.zoo")
+    assert z.manifest.name == "smallcnnzoo-cifar10" and z.manifest.dataset["grayscale"]
+    assert z.manifest.architectures["smallcnn"].in_shape == (1, 32, 32)  # grayscale CIFAR-10, as published
+    mnist = tmp_path / "mnist.toml"
+    mnist.write_text(text.replace("draws = 30000", "draws = 3").replace('name = "cifar10"', 'name = "mnist"'))
+    with pytest.raises(ZooError, match=r"mnist.toml: declares dataset 'mnist', but .* holds runs on 'cifar10'"):
+        import_smallcnnzoo(src, tmp_path / "c.zoo", manifest=mnist, skip_incomplete=True)
+    assert not (tmp_path / "a.zoo").exists() and not (tmp_path / "c.zoo").exists()
+
+
+# --- the CLI and the registry ------------------------------------------------------------------------------
+def test_cli_import_both_sources(mzdir, scdir, tmp_path, capsys):
+    src, _ = mzdir
+    assert main(["import", "modelzoo", str(src), str(tmp_path / "a.zoo"), "--dataset", "mnist", "--json",
+                 "--name", "mnist-mini"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["models"], out["checkpoints"], out["zoo"], out["format"]) == (4, 12, "mnist-mini", "modelzoo")
+    sc, _ = scdir
+    assert main(["import", "smallcnnzoo", str(sc), str(tmp_path / "b.zoo"), "--quiet"]) == 0
+    assert main(["import", "smallcnnzoo", str(sc), str(tmp_path / "b.zoo")]) == 0  # resumed: nothing to do
+    assert "imported 5 models, 15 checkpoints (epochs 0, 1, 3)" in capsys.readouterr().out
+    assert main(["import", "modelzoo", str(tmp_path / "nowhere"), str(tmp_path / "c.zoo"), "--dataset",
+                 "mnist"]) == 2
+    assert "zoo import: error: " in capsys.readouterr().err and not (tmp_path / "c.zoo").exists()
+    assert IMPORTERS.names() == ["modelzoo", "smallcnnzoo"]
+    assert import_zoo("smallcnnzoo", sc, tmp_path / "d.zoo").models == 5
+
+
+# --- the manifest's explicit population ---------------------------------------------------------------------
+BASE = {"zoo": {"name": "explicit"}, "dataset": {"name": "digits", "resize": 8},
+        "architecture": {"name": "mlp", "hidden": [4]}, "training": {"epochs": 2}}
+
+
+def test_manifest_lists_models_explicitly():
+    m = Manifest.from_dict({**BASE, "population": {"models": [
+        {"seed": 5, "training.lr": 0.1, "architecture.activation": "tanh"},
+        {"seed": 5, "training.lr": 0.2},
+        {"seed": 1, "training.lr": 0.1, "architecture.activation": "tanh"}]}}, source="x.toml")
+    assert [(s.seed, s.hparams["lr"], s.activation) for s in m.models] == [(5, 0.1, "tanh"), (5, 0.2, "relu"),
+                                                                          (1, 0.1, "tanh")]
+    assert m.seeds == (5, 5, 1)
+    assert Manifest.from_dict(m.to_dict()).models == m.models
+
+
+@pytest.mark.parametrize("population,message", [
+    ({}, r"field 'population.seeds': required field is missing \(or list every model in population.models\)"),
+    ({"models": [{"seed": 1}], "seeds": [1]}, r"field 'population.models': lists every model itself; remove "
+                                              r"population.seeds"),
+    ({"models": []}, r"field 'population.models': the list of models is empty"),
+    ({"models": [{"training.lr": 0.1}]}, r"field 'population.models\[0\].seed': required integer >= 0"),
+    ({"models": [{"seed": 1}, {"seed": 2, "training.lr": -1}]},
+     r"field 'population.models\[1\].training.lr': expected a value > 0, got -1"),
+    ({"models": [{"seed": 1, "training.epochs": 3}]}, r"training.epochs cannot vary within one zoo"),
+    ({"models": [{"seed": 1, "training.lrr": 3}]}, r"unknown field 'training.lrr'"),
+])
+def test_manifest_explicit_models_errors(population, message):
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_dict({**BASE, "population": population}, source="x.toml")
+
+
+def test_grouping_by_architecture_fills_units_and_is_refused_by_the_trainer():
+    models = [{"seed": i, "architecture.activation": ("relu", "tanh")[i % 2], "architecture.dropout": 0.1 * i}
+              for i in range(5)]
+    data = {**BASE, "population": {"models": models}}
+    by_structure = Plan(Manifest.from_dict(data), group_size=4)
+    assert [g.model_ids for g in by_structure.groups] == [(0,), (1,), (2,), (3,), (4,)]  # dropout is structure
+    m = Manifest.from_dict({**data, "population": {"models": models, "grouping": "architecture"}})
+    assert [g.model_ids for g in Plan(m, group_size=4).groups] == [(0, 1, 2, 3), (4,)]
+    from builders.population import Population
+
+    with pytest.raises(ZooError, match=r"models \[0, 1, 2, 3\] differ in activation, dropout: one population "
+                                       r"trains only models that share everything but init, init_std, lr, "
+                                       r"momentum, seed, weight_decay"):
+        Population(m.models[:4], m.models[0].architecture.layout)
+    with pytest.raises(ManifestError, match=r"field 'population.grouping': got 'model'; allowed: architecture, "
+                                            r"structure"):
+        Manifest.from_dict({**data, "population": {"models": models, "grouping": "model"}})
+
+
+def test_imported_zoos_fill_units_whatever_their_recipes(scdir, tmp_path):
+    src, _ = scdir  # five runs, five dropout rates: one group of five, not five groups of one
+    report = import_smallcnnzoo(src, tmp_path / "sc.zoo", group_size=4)
+    assert report.units_written == 2 * len(STEPS)
+    z = zoo.open(tmp_path / "sc.zoo")
+    assert z.manifest.population["grouping"] == "architecture"
+    assert sorted({(u.model_ids, u.epoch) for u in z.plan.units}) == sorted(
+        {(ids, e) for ids in ((0, 1, 2, 3), (4,)) for e in STEPS})
