@@ -1,6 +1,7 @@
-"""Streaming one zoo three ways, in one run: this project's loader from the local store, ``datasets`` with
-``with_format("torch")`` over the exported Parquet, and this loader from an S3 endpoint (moto's server on
-127.0.0.1). Samples/s of one shuffled epoch of flat weights, batches of 256, one thread.
+"""Streaming one zoo three ways, in one run: this project's loaders from the local store, ``datasets`` with
+``with_format("torch")`` over the exported Parquet, and this project's loaders from an S3 endpoint (moto's server
+on 127.0.0.1; a subset of rows, as moto serves ~100 requests/s). Samples/s of one shuffled epoch of flat weights,
+batches of 256, one thread.
 
     python benchmarks/interop.py [--rows 20000] [--json]
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import tempfile
 import time
@@ -19,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import zoo
-from loaders import ZooDataset
+from loaders import ZooDataset, ZooStream
 from zoo.hub import export_hf
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -38,11 +41,12 @@ def s3_store(local: Path) -> tuple[object, str, dict]:
     import s3fs
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing", "endpoint_url": f"http://{host}:{port}",
-               "client_kwargs": {"region_name": "us-east-1"}}
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    options = {"key": "testing", "secret": "testing", "endpoint_url": f"http://{host}:{port}"}
     fs = s3fs.S3FileSystem(**options)
     fs.mkdir("bench")
     fs.put(str(local), "bench/bench.zoo", recursive=True)
@@ -80,27 +84,37 @@ def main(argv: list[str] | None = None) -> int:
         DataLoader(hf, batch_size=args.batch, shuffle=True), total)
 
     server, url, options = s3_store(tmp / "bench.zoo")
+    subset = {"model_id": list(range(-(-args.s3_rows // 50)))}
     try:
-        remote = ZooDataset(zoo.open(url, storage_options=options), where={"model_id": list(range(
-            -(-args.s3_rows // 50)))})
-        figures["s3_rows_timed"] = len(remote)
+        remote = ZooStream(zoo.open(url, storage_options=options), where=subset, batch_size=args.batch)
+        figures["s3_rows_timed"] = len(remote.indices)
+        figures["s3_stream_samples_per_s"] = epoch_rate(DataLoader(remote, batch_size=None), len(remote.indices))
+        remote = ZooDataset(zoo.open(url, storage_options=options), where=subset)
         figures["s3_loader_samples_per_s"] = epoch_rate(
             DataLoader(remote, batch_size=args.batch, shuffle=True, collate_fn=remote.collate), len(remote))
     finally:
         server.stop()
+    stream = ZooStream(tmp / "bench.zoo", batch_size=args.batch)
+    figures["local_stream_samples_per_s"] = epoch_rate(DataLoader(stream, batch_size=None), total)
     figures["datasets_over_local_ratio"] = figures["datasets_torch_samples_per_s"] / figures[
         "local_loader_samples_per_s"]
     figures["s3_over_local_ratio"] = figures["s3_loader_samples_per_s"] / figures["local_loader_samples_per_s"]
+    figures["s3_stream_over_local_stream_ratio"] = (figures["s3_stream_samples_per_s"]
+                                                    / figures["local_stream_samples_per_s"])
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
     print(f"{total:,} CNN-s checkpoints, shuffled epoch of flat weights, batches of {args.batch}, 1 thread")
+    n = figures["s3_rows_timed"]
     for key, label in (("local_loader_samples_per_s", "(a) ZooDataset, local store"),
+                       ("local_stream_samples_per_s", "(a) ZooStream, local store"),
                        ("datasets_torch_samples_per_s", "(b) datasets + with_format('torch')"),
-                       ("s3_loader_samples_per_s", f"(c) ZooDataset, moto S3 ({figures['s3_rows_timed']:,} rows)")):
+                       ("s3_loader_samples_per_s", f"(c) ZooDataset, moto S3 ({n:,} rows)"),
+                       ("s3_stream_samples_per_s", f"(c) ZooStream, moto S3 ({n:,} rows)")):
         print(f"{label:<44}{figures[key]:>12,.0f} samples/s")
-    print(f"{'datasets / local':<44}{figures['datasets_over_local_ratio']:>12.3f}")
-    print(f"{'S3 / local':<44}{figures['s3_over_local_ratio']:>12.3f}")
+    print(f"{'datasets / ZooDataset local':<44}{figures['datasets_over_local_ratio']:>12.3f}")
+    print(f"{'ZooDataset S3 / local':<44}{figures['s3_over_local_ratio']:>12.4f}")
+    print(f"{'ZooStream S3 / local':<44}{figures['s3_stream_over_local_stream_ratio']:>12.4f}")
     return 0
 
 

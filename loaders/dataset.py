@@ -276,7 +276,9 @@ class ZooStream(_Zoo, IterableDataset):
     new order (as with ``DistributedSampler``). DDP ranks (``rank``/``world_size``, default: from
     ``torch.distributed`` when initialized) and DataLoader workers each take a disjoint contiguous part of the
     epoch's shard-ordered rows: every sample exactly once per epoch across all of them; parts differ by at
-    most one sample. At most ``buffer_size`` rows (plus one batch) are held in memory per worker.
+    most one sample. Each part is shuffled within windows of ``buffer_size`` rows. A local store is read batch
+    by batch from its memory maps; a remote one a window at a time (coalesced requests), holding at most two
+    windows per worker.
 
     Other arguments as for ``ZooDataset``.
     """
@@ -331,24 +333,37 @@ class ZooStream(_Zoo, IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         positions = self.part(worker, workers)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
-        carry = np.empty(0, dtype=np.int64)
-        carry_rows = np.empty((0, self.layout.size), dtype=np.float32)
-        for start in range(0, len(positions), self.buffer_size):
-            chunk = positions[start:start + self.buffer_size]
-            chunk = chunk[np.argsort(self.rows[chunk], kind="stable")]  # one coalesced read of the buffer
-            rows = self.zoo.read_rows(self.arch, self.rows[chunk])
-            if self.shuffle:
-                mix = rng.permutation(len(chunk))
-                chunk, rows = chunk[mix], rows[mix]
-            if len(carry):
-                chunk, rows = np.concatenate([carry, chunk]), np.concatenate([carry_rows, rows])
-            full = len(chunk) - len(chunk) % self.batch_size
-            for b in range(0, full, self.batch_size):
-                yield self.batch(chunk[b:b + self.batch_size], torch.from_numpy(rows[b:b + self.batch_size]))
-            carry, carry_rows = chunk[full:], rows[full:].copy()
-            del rows
-        if len(carry) and not self.drop_last:
-            yield self.batch(carry, torch.from_numpy(carry_rows))
+        size = self.buffer_size
+        windows = [positions[i:i + size] for i in range(0, len(positions), size)]
+        if self.shuffle:
+            windows = [w[rng.permutation(len(w))] for w in windows]
+        order = np.concatenate(windows) if windows else positions
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        # Local stores are memory-mapped: a batch reads its rows straight from the shard maps (no buffer copy).
+        # Remote stores read one window of rows at a time in row order (coalesced range requests), and batches
+        # gather from at most two windows in memory.
+        direct = self.zoo.reader(self.arch).direct
+        cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for b in range(0, stop, self.batch_size):
+            idx = order[b:b + self.batch_size]
+            if direct:
+                rows = self.zoo.read_rows(self.arch, self.rows[idx])
+            else:
+                first, last = b // size, (b + len(idx) - 1) // size
+                for w in [w for w in cache if w < first]:
+                    del cache[w]
+                for w in range(first, last + 1):
+                    if w not in cache:
+                        held = windows[w][np.argsort(self.rows[windows[w]], kind="stable")]
+                        by_position = np.argsort(held)
+                        cache[w] = (held[by_position], by_position, self.zoo.read_rows(self.arch, self.rows[held]))
+                parts = []
+                for w in range(first, last + 1):
+                    lo, hi = max(b, w * size) - b, min(b + len(idx), (w + 1) * size) - b
+                    keys, by_position, data = cache[w]
+                    parts.append(data[by_position[np.searchsorted(keys, idx[lo:hi])]])
+                rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            yield self.batch(idx, torch.from_numpy(rows))
 
     def num_batches(self, workers: int = 1) -> int:
         """Batches this rank yields per epoch with ``workers`` DataLoader workers (each may end on a partial

@@ -67,29 +67,37 @@ def test_stream_order_is_chunk_aware_and_reproducible(filled):
     assert sum(len(b["model_id"]) for b in dropped) == len(plain.indices) // 7 * 7 == 7 * dropped.num_batches()
 
 
-def test_stream_memory_is_bounded_by_the_buffer(tmp_path):
+@pytest.mark.parametrize("direct", [True, False], ids=["memory-mapped", "remote"])
+def test_stream_memory_is_bounded_by_the_buffer(tmp_path, direct):
     # a zoo 16x the buffer: 40 models x 2 epochs of wide MLP rows (~0.3 MB each)
     m = tiny_manifest(architecture__hidden=[1024, 64], population__seeds={"start": 0, "stop": 10},
                       checkpoints__epochs=[0, 3])
-    writer = zoo.create(tmp_path / "wide.zoo", m, group_size=5)
+    # remote: an fsspec URL, read a window at a time with ranged reads
+    url = tmp_path / "wide.zoo" if direct else f"memory://{tmp_path.name}/wide.zoo"
+    writer = zoo.create(url, m, group_size=5)
     fill_units(writer, writer.plan.units)
     width = writer.layout(writer.arch_ids[0]).size
     row_bytes = width * 4
     s = ZooStream(writer.url, batch_size=2, buffer_size=5, targets=("epoch",))
     assert len(s.indices) == 80 == 16 * s.buffer_size
+    assert s.zoo.reader(s.arch).direct == direct
     reads = []
     real = s.zoo.read_rows
     s.zoo.read_rows = lambda arch, rows: reads.append(len(rows)) or real(arch, rows)
+    seen = []
     tracemalloc.start()
     try:
-        seen = _pairs(s)
+        for batch in s:
+            seen += _pairs([batch])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert sorted(seen) == _all_pairs(s)
-    assert max(reads) <= 5 and sum(reads) == 80
-    # at most: the buffer as read, its shuffled copy, the carried partial batch (+ small bookkeeping)
-    assert s.buffer_size * row_bytes <= peak < 3 * (s.buffer_size + s.batch_size) * row_bytes
+    assert sum(reads) == 80 and max(reads) == (2 if direct else 5)
+    # the zoo is 80 rows; held at once: a batch (memory-mapped), or two windows and a batch (remote), plus
+    # while a window is read: its <= 2 shards of 5 rows fetched whole as bytes, and the read's result block
+    window = s.buffer_size if not direct else 0
+    assert (window or s.batch_size) * row_bytes <= peak < (6 * window + 2 * s.batch_size + 2) * row_bytes
 
 
 def test_stream_errors(filled):
