@@ -189,8 +189,15 @@ def test_interrupted_driver_rerun_continues(cluster, tiny, tmp_path, capsys, mon
     out = tmp_path / "ray.zoo"
     import builders.ray_backend as backend
 
+    gate = tmp_path / "gate"
+    gate.touch()
+
     def slow(unit):
+        # once 4 units are committed, tasks wait at the gate until the test opens it: the interrupt always
+        # comes before the build could finish, however loaded the machine
         time.sleep(0.3)
+        while gate.exists() and len(list(out.glob("metadata/unit-*.parquet"))) >= 4:
+            time.sleep(0.05)
 
     real = backend.ray_build
     monkeypatch.setattr(backend, "ray_build", lambda *a, **kw: real(*a, **kw, after_unit=slow))
@@ -204,7 +211,10 @@ def test_interrupted_driver_rerun_continues(cluster, tiny, tmp_path, capsys, mon
     watcher = threading.Thread(target=interrupt_after_4_units, daemon=True)
     watcher.start()
     command = ["build", str(manifest), "-o", str(out), "--backend", "ray", "--group-size", "2", "--quiet"]
-    assert main(command) == 130
+    try:
+        assert main(command) == 130
+    finally:
+        gate.unlink()
     watcher.join()
     assert "zoo build: interrupted; rerun the same command to continue" in capsys.readouterr().err
     z = zoo.open(out)
