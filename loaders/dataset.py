@@ -76,6 +76,8 @@ class _Zoo:
         self.view_name, self.view_options = view, dict(view_options or {})
         self.view = make_view(view, self.layout, spec=self.symmetry.spec, **self.view_options)
         self.augment = tuple(augment)
+        if "window" in self.augment and view != "tokens":
+            raise ZooError(f"augment: 'window' cuts windows of tokens; it needs view='tokens', not {view!r}")
         self.noise_std, self.windowsize, self.rescale_range = noise_std, windowsize, rescale_range
         self.erase_p, self.erase_scale = erase_p, tuple(erase_scale)
         self.seed = seed
@@ -113,9 +115,9 @@ class _Zoo:
         activation = meta.column("activation").to_pylist() if "activation" in meta.column_names else None
         # relu is the only activation without the option, and it allows every symmetry
         acts = np.array([activation[i] for i in self.indices] if activation is not None
-                        else ["relu"] * len(self.indices), dtype=object)
-        self.activation_names = sorted(set(acts.tolist()))
-        self.activation_codes = np.array([self.activation_names.index(a) for a in acts], dtype=np.int64)
+                        else ["relu"] * len(self.indices), dtype=str)
+        names, codes = np.unique(acts, return_inverse=True)
+        self.activation_names, self.activation_codes = names.tolist(), codes.astype(np.int64)
         self.targets: dict[str, torch.Tensor] = {}
         self.classes: dict[str, list[str]] = {}
         for column in targets:
@@ -124,8 +126,9 @@ class _Zoo:
             column_values = meta.column(column).to_pylist()
             values = [column_values[i] for i in self.indices]
             if any(isinstance(v, str) for v in values):
-                self.classes[column] = sorted(set(values))
-                self.targets[column] = torch.tensor([self.classes[column].index(v) for v in values])
+                names, codes = np.unique(np.array(values, dtype=str), return_inverse=True)
+                self.classes[column] = names.tolist()
+                self.targets[column] = torch.from_numpy(codes.astype(np.int64))
             else:
                 self.targets[column] = torch.tensor([float("nan") if v is None else v for v in values],
                                                     dtype=torch.float32)
@@ -197,7 +200,7 @@ class _Zoo:
             rows = self.normalizer.apply(rows)
         if "noise" in self.augment:
             rows = noise(rows, self.noise_std)
-        tokens = self.view_name == "tokens"
+        tokens = self.view_name == "tokens"  # the one view with a token matrix (checked in __init__ for window)
         if "erase" in self.augment and not tokens:
             rows = erase(rows, self.erase_p, self.erase_scale)
         batch = self.view.encode(rows)
@@ -343,7 +346,7 @@ class ZooStream(_Zoo, IterableDataset):
         # Remote stores read one window of rows at a time in row order (coalesced range requests), and batches
         # gather from at most two windows in memory.
         direct = self.zoo.reader(self.arch).direct
-        cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        cache: dict[int, np.ndarray] = {}  # window -> its rows, in the window's (shuffled) order
         for b in range(0, stop, self.batch_size):
             idx = order[b:b + self.batch_size]
             if direct:
@@ -353,16 +356,12 @@ class ZooStream(_Zoo, IterableDataset):
                 for w in [w for w in cache if w < first]:
                     del cache[w]
                 for w in range(first, last + 1):
-                    if w not in cache:
-                        held = windows[w][np.argsort(self.rows[windows[w]], kind="stable")]
-                        by_position = np.argsort(held)
-                        cache[w] = (held[by_position], by_position, self.zoo.read_rows(self.arch, self.rows[held]))
-                parts = []
-                for w in range(first, last + 1):
-                    lo, hi = max(b, w * size) - b, min(b + len(idx), (w + 1) * size) - b
-                    keys, by_position, data = cache[w]
-                    parts.append(data[by_position[np.searchsorted(keys, idx[lo:hi])]])
-                rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                    if w not in cache:  # the reader coalesces the window's rows per shard itself
+                        cache[w] = self.zoo.read_rows(self.arch, self.rows[windows[w]])
+                # a batch is a contiguous slice of the concatenated windows
+                parts = [cache[w][max(b, w * size) - w * size:min(b + len(idx), (w + 1) * size) - w * size]
+                         for w in range(first, last + 1)]
+                rows = parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
             yield self.batch(idx, torch.from_numpy(rows))
 
     def num_batches(self, workers: int = 1) -> int:

@@ -2,7 +2,7 @@
 
 A hidden-unit permutation of every sample in a batch is, per tensor, one
 block gather (whole kernels move together); positive rescaling and sign flips are one
-multiplier tensor. Both are built per batch from the spec's table (which
+multiplication in place. Both are built per batch from the spec's table (which
 permutation acts on which axis of which tensor), never from layer names, with
 torch ops only, so the same code runs on CPU workers or on a CUDA tensor.
 Semantics equal ``zoo.symmetry.SymmetrySpec.transform`` (tested): new unit
@@ -66,8 +66,10 @@ class BatchSymmetry:
     def __init__(self, layout: Layout, spec: SymmetrySpec) -> None:
         self.layout, self.spec = layout, spec
         self.size = layout.size
-        self.producers = {g: spec.producers(layout, g) for g in spec.groups}
-        self.consumers = {g: spec.consumers(g) for g in spec.groups}
+        # group -> (offset, stop, shape, axis, repeat, power) of every tensor its scale multiplies (+1) or divides
+        self._scaled = {g: [(layout[n].offset, layout[n].stop, layout[n].shape, axis, repeat, power)
+                            for entries, power in ((spec.producers(layout, g), 1), (spec.consumers(g), -1))
+                            for n, axis, repeat in entries] for g in spec.groups}
         self.blocks = [_blocks(t, spec.axes.get(t.name, (None,) * len(t.shape))) for t in layout.tensors]
 
     def draw(self, batch: int, activation: str | Mapping[int, str] | None, generator: torch.Generator | None,
@@ -118,26 +120,22 @@ class BatchSymmetry:
             dst.view(batch, b.count, b.block)[:] = src.view(batch, b.count, b.block)[samples, index]
         return out
 
-    def multiplier(self, scales: Mapping[str, torch.Tensor], batch: int, device, dtype) -> torch.Tensor | None:
-        if not scales:
-            return None
-        mult = torch.ones(batch, self.size, device=device, dtype=dtype)
+    def scale_(self, out: torch.Tensor, scales: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Multiply each group's producers by its per-unit scales and divide its consumers, in place: only the
+        tensors a scale touches are visited, and no (B, P) multiplier is built."""
+        batch = out.shape[0]
         for g, s in scales.items():
-            for entries, power in ((self.producers[g], 1), (self.consumers[g], -1)):
-                for name, axis, repeat in entries:
-                    t = self.layout[name]
-                    view = mult[:, t.offset:t.stop].view(batch, *t.shape)
-                    shape = [batch] + [1] * len(t.shape)
-                    shape[axis + 1] = -1
-                    view.mul_(expand_units(s, repeat).to(dtype).pow(power).view(shape))
-        return mult
+            for offset, stop, shape, axis, repeat, power in self._scaled[g]:
+                view = out[:, offset:stop].view(batch, *shape)
+                along = [batch] + [1] * len(shape)
+                along[axis + 1] = -1
+                view.mul_(expand_units(s, repeat).to(out.dtype).pow(power).view(along))
+        return out
 
     def apply(self, rows: torch.Tensor, perms: Mapping[str, torch.Tensor],
               scales: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        batch = rows.shape[0]
         out = self.permute(rows, perms) if perms else rows.clone()
-        mult = self.multiplier(scales or {}, batch, rows.device, rows.dtype)
-        return out * mult if mult is not None else out
+        return self.scale_(out, scales) if scales else out
 
     def random(self, rows: torch.Tensor, activation: str | None, generator: torch.Generator | None = None,
                symmetries=SYMMETRIES, log_scale: float = 1.0) -> torch.Tensor:

@@ -100,6 +100,7 @@ class Tokenizer:
         self.valid = self.mask.view(-1)
         # padding slots read a zero column appended to the rows: one index_select, no masking pass
         self.gather = torch.where(self.valid, self.index.view(-1), layout.size)
+        self.scatter = self.index.view(-1)[self.valid]  # decode: token slot values -> flat positions
         if int(self.valid.sum()) != layout.size:  # every value appears exactly once
             raise ZooError("tokenization does not cover the layout exactly once")
 
@@ -120,7 +121,7 @@ class Tokenizer:
         b = tokens.shape[0]
         rows = torch.zeros(b, self.layout.size, dtype=tokens.dtype, device=tokens.device)
         valid = self.valid.to(tokens.device)
-        rows[:, self.index.view(-1)[self.valid].to(tokens.device)] = tokens.reshape(b, -1)[:, valid]
+        rows[:, self.scatter.to(tokens.device)] = tokens.reshape(b, -1)[:, valid]
         return rows
 
 
@@ -140,10 +141,6 @@ def random_window(batch: dict[str, torch.Tensor], windowsize: int, generator: to
     idx = (start + torch.arange(windowsize)).to(batch["tokens"].device)
     return {k: v.gather(1, idx.view(b, windowsize, *([1] * (v.dim() - 2))).expand(b, windowsize, *v.shape[2:]))
             for k, v in batch.items()}
-
-
-def view_names() -> list[str]:
-    return VIEWS.names()
 
 
 def check_view(name: str) -> None:

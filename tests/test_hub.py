@@ -56,11 +56,12 @@ def test_export_layout_and_card(exported):
     assert len(models) == 20
 
 
-def test_load_dataset_offline_with_features(exported):
+def test_load_dataset_offline_with_features(exported, tmp_path):
     datasets = pytest.importorskip("datasets")
     writer, written, out, _ = exported
     width = writer.layout("mlp").size
-    ds = datasets.load_dataset(str(out), split="train")
+    cache = str(tmp_path / "hf-cache")  # never an earlier run's Arrow cache of a same-named export
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=cache)
     feature = ds.features["weights"]
     assert getattr(feature, "length", None) == width
     inner = getattr(feature, "feature", None)
@@ -73,7 +74,7 @@ def test_load_dataset_offline_with_features(exported):
     z = zoo.open(writer.url)
     arch, r = z.locate(int(row["model_id"]), int(row["epoch"]))
     assert torch.equal(row["weights"], torch.from_numpy(z.read_rows(arch, [r])[0]))
-    total = sum(len(datasets.load_dataset(str(out), "mlp", split=s)) for s in ("train", "val", "test"))
+    total = sum(len(datasets.load_dataset(str(out), "mlp", split=s, cache_dir=cache)) for s in ("train", "val", "test"))
     assert total == 60
 
 

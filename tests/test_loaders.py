@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import fill_units
 from test_architectures import SHAPES, _cases, _randomized
 from torch.utils.data import DataLoader
 
@@ -95,10 +94,13 @@ def test_dataloader_workers_see_every_sample_once(filled, context):
     ds = ZooDataset(writer.url, augment=("permute", "rescale", "signflip"), targets=("epoch",))
     loader = DataLoader(ds, batch_size=7, shuffle=True, num_workers=2, multiprocessing_context=context,
                         collate_fn=ds.collate)
-    seen = []
+    seen, z = [], zoo.open(writer.url)
     for batch in loader:
         assert batch["weights"].shape[1] == ds.layout.size
-        seen += list(zip(batch["model_id"].tolist(), batch["epoch"].tolist()))
+        pairs = list(zip(batch["model_id"].tolist(), batch["epoch"].tolist()))
+        stored = z.read_rows(ds.arch, [z.locate(m, int(e))[1] for m, e in pairs])
+        assert not torch.equal(batch["weights"], torch.from_numpy(stored)), "the augmentation ran"
+        seen += pairs
     assert sorted(seen) == sorted(zip(ds.model_ids.tolist(), ds.targets["epoch"].tolist()))
     assert len(seen) == len(set(seen)) == len(ds)
 

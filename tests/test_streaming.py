@@ -178,15 +178,15 @@ def test_epochs_filter(filled):
 
 def test_two_view_gives_independent_augmentations_of_one_sample(filled):
     writer, _ = filled
-    ds = ZooDataset(writer.url, view="tokens", augment=("permute", "two_view", "noise"), noise_std=0.01,
+    ds = ZooDataset(writer.url, view="tokens", augment=("permute", "two_view"),
                     where={"activation": "relu"}, view_options={"tokensize": 8})
     batch = ds.collate(ds.__getitems__([0, 1, 2, 3]))
     a, b = batch["view1"], batch["view2"]
     assert a["tokens"].shape == b["tokens"].shape and not torch.equal(a["tokens"], b["tokens"])
     raw = torch.from_numpy(ds.zoo.read_rows(ds.arch, ds.rows[:4]))
-    for view in (a, b):  # each view is the same model up to permutation and noise
+    for view in (a, b):  # each view is the same model, permuted: the same values, elsewhere
         rows = ds.decode(view)
-        assert torch.allclose(rows.sort(dim=1).values, raw.sort(dim=1).values, atol=0.1)
+        assert torch.equal(rows.sort(dim=1).values, raw.sort(dim=1).values) and not torch.equal(rows, raw)
     item = ds[0]
     assert item["view1"]["tokens"].shape == a["tokens"].shape[1:]
 

@@ -43,7 +43,6 @@ SHARD_BYTES = 500 * 2**20
 ROW_GROUP_BYTES = 64 * 2**20
 DESCRIPTOR = "weightzoo.json"
 WEIGHTS_COLUMN = "weights"
-DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 #: Store columns that the importing store recomputes; exported for readers, checked on import.
 DERIVED = ("arch", "row", "unit", "group", "crc32")
 
@@ -56,7 +55,7 @@ def export_hf(store: str | Path | Zoo, outdir: str | Path, *, split_fractions: M
 
     Written into a temporary sibling folder and renamed into place, so a failed export leaves nothing.
     """
-    from loaders.splits import split_models  # loaders builds on zoo; imported late to keep zoo standalone
+    from loaders.splits import DEFAULT_FRACTIONS, split_models  # loaders builds on zoo: imported late
 
     z = store if isinstance(store, Zoo) else open_zoo(store)
     out = Path(outdir)
