@@ -9,15 +9,16 @@ batches of 256, one thread.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -26,7 +27,7 @@ from loaders import ZooDataset, ZooStream
 from zoo.hub import export_hf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from store import manifest_for  # noqa: E402
+from store import manifest_for, random_zoo  # noqa: E402
 
 
 def epoch_rate(loader, total: int) -> float:
@@ -63,12 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     tmp = Path(tempfile.mkdtemp(prefix="zoo-interop-bench-"))
-    writer = zoo.create(tmp / "bench.zoo", manifest_for(args.rows), group_size=64)
-    rng = np.random.default_rng(0)
-    width = writer.layout("cnn-s").size
-    for u in writer.plan.units:
-        block = rng.standard_normal((len(u.model_ids), width)).astype(np.float32) * 0.1
-        writer.write_unit(u, block, [{"test_acc": 0.5}] * len(u.model_ids))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # GBs of rows: gone after the run
+    random_zoo(tmp / "bench.zoo", manifest_for(args.rows), group_size=64)
     export_hf(tmp / "bench.zoo", tmp / "hf", split_fractions={"train": 1.0})
 
     local = ZooDataset(tmp / "bench.zoo")
@@ -79,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import datasets
 
-    hf = datasets.load_dataset(str(tmp / "hf"), split="train").with_format("torch", columns=["weights"])
+    # a private cache: datasets would otherwise reuse an earlier run's Arrow cache of a same-named export
+    hf = datasets.load_dataset(str(tmp / "hf"), split="train", cache_dir=str(tmp / "hf-cache"))
+    hf = hf.with_format("torch", columns=["weights"])
     figures["datasets_torch_samples_per_s"] = epoch_rate(
         DataLoader(hf, batch_size=args.batch, shuffle=True), total)
 

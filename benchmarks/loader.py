@@ -14,7 +14,9 @@ extrapolated), (c) one ``torch.load`` per sample file (how SANE's preprocessed d
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -24,12 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import zoo
 from loaders import ZooDataset, ZooStream
 from zoo.manifest import Manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from store import manifest_for  # noqa: E402
+from store import manifest_for, random_zoo  # noqa: E402
 
 
 def rate(n: int, fn) -> float:
@@ -44,12 +45,8 @@ def resnet18(tmp: Path, rows: int) -> dict[str, float]:
         "zoo": {"name": "bench-resnet18"}, "dataset": {"name": "cifar10"},
         "architecture": {"name": "resnet18"}, "training": {"epochs": 1},
         "population": {"seeds": {"start": 0, "stop": rows}}, "checkpoints": {"epochs": [1]}}, source="bench")
-    writer = zoo.create(tmp / "resnet18.zoo", manifest, group_size=4)
-    rng = np.random.default_rng(0)
+    writer = random_zoo(tmp / "resnet18.zoo", manifest, group_size=4, scale=0.05)
     width = writer.layout(writer.arch_ids[0]).size
-    for u in writer.plan.units:
-        block = rng.standard_normal((len(u.model_ids), width), dtype=np.float32) * 0.05
-        writer.write_unit(u, block, [{"test_acc": 0.5}] * len(u.model_ids))
     out = {"resnet18_rows": rows, "resnet18_parameters": width}
     for key, augment in (("resnet18_tokens_samples_per_s", ()), ("resnet18_tokens_permute_samples_per_s",
                                                                  ("permute",))):
@@ -71,18 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the targets are per CPU core
 
     tmp = Path(tempfile.mkdtemp(prefix="zoo-loader-bench-"))
-    writer = zoo.create(tmp / "bench.zoo", manifest_for(args.rows), group_size=64)
-    rng = np.random.default_rng(0)
-    width = writer.layout("cnn-s").size
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # GBs of rows: gone after the run
+    manifest = manifest_for(args.rows)
+    width = manifest.architectures["cnn-s"].layout.size
     raw = np.lib.format.open_memmap(tmp / "raw.npy", mode="w+", dtype=np.float32, shape=(args.rows, width))
-    n = 0
-    for u in writer.plan.units:
-        block = rng.standard_normal((len(u.model_ids), width)).astype(np.float32) * 0.1
-        writer.write_unit(u, block, [{"test_acc": 0.5}] * len(u.model_ids))
+    written = [0]
+
+    def to_raw(block: np.ndarray) -> None:  # the same bytes, as one raw file
+        n = written[0]
         take = min(len(block), args.rows - n)
         raw[n:n + take] = block[:take]
-        n += take
+        written[0] = n + take
+
+    random_zoo(tmp / "bench.zoo", manifest, group_size=64, on_rows=to_raw)
     raw.flush()
+    rng = np.random.default_rng(0)
     ds = ZooDataset(tmp / "bench.zoo")
     total = len(ds)
     order = rng.permutation(total)

@@ -98,9 +98,13 @@ class _Zoo:
             values = allowed if isinstance(allowed, (list, tuple, set)) else [allowed]
             keep &= np.isin(np.array(meta.column(column).to_pylist(), dtype=object), list(values))
         selected = keep.copy()  # before the split: normalization statistics use its train part
+        published = self.zoo.attrs.get("split")  # a zoo imported from a Hugging Face export keeps its split
         if split_file is not None:
             parts = load_split(split_file, model_ids.tolist())
             self.split_key: Any = {"file": str(split_file), "parts": {k: sorted(v) for k, v in parts.items()}}
+        elif published and split_fractions is None:
+            parts = {name: set(ids) for name, ids in published.items()}
+            self.split_key = {"published": published}
         else:
             parts = split_models(model_ids[keep].tolist(), split_fractions, seed)
             self.split_key = {"fractions": split_fractions, "seed": seed}
@@ -248,7 +252,8 @@ class ZooDataset(_Zoo, Dataset):
         view: ``flat``, ``state_dict``, ``tokens``, ``nfn``, ``dws``, ``graph`` (``view_options`` such as
             ``tokensize``).
         split: ``train``, ``val``, ``test`` or ``all``; models (with all their checkpoints) are split by
-            ``split_fractions`` and ``seed``, or as listed in ``split_file`` (``loaders.save_split``).
+            ``split_fractions`` and ``seed``, or as listed in ``split_file`` (``loaders.save_split``); a zoo
+            imported from a Hugging Face export uses the export's split unless either is given.
         epochs: checkpoint epochs to include (default all).
         where: metadata filter, column -> allowed value or list of values (e.g. ``{"status": "ok"}``).
         targets: metadata columns returned beside the weights (string columns as class ids; the class

@@ -165,8 +165,16 @@ def test_loaders_take_a_hub_id(exported, tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "resolve_source", lambda src, **kw: out)
     ds = ZooDataset("me/tiny-zoo", view="flat", split="all")
     assert len(ds) == 60
+    # the zoo keeps the export's split by model (seed 1 there, not the loader's default seed 0)
+    desc = json.loads((out / DESCRIPTOR).read_text())
+    train = ZooDataset("me/tiny-zoo", split="train")
+    assert set(train.model_ids.tolist()) == set(desc["splits"]["train"])
+    assert set(ZooDataset(writer.url, split="train").model_ids.tolist()) != set(desc["splits"]["train"])
     ds2 = ZooDataset(out, view="flat")  # an export folder works too
     assert torch.equal(ds2[0]["weights"], ds[0]["weights"])
+    # a complete cached import is reused without scanning the export again
+    monkeypatch.setattr(hub, "import_hf", lambda *a, **kw: pytest.fail("imported again"))
+    assert ZooDataset("me/tiny-zoo").zoo.url == ds.zoo.url
 
 
 def test_cli_export_import_push(filled, tmp_path, capsys, monkeypatch):

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,6 @@ SHARD_BYTES = 500 * 2**20
 ROW_GROUP_BYTES = 64 * 2**20
 DESCRIPTOR = "weightzoo.json"
 WEIGHTS_COLUMN = "weights"
-#: Store columns that the importing store recomputes; exported for readers, checked on import.
-DERIVED = ("arch", "row", "unit", "group", "crc32")
 
 
 # --- export ---------------------------------------------------------------------------------------------
@@ -251,8 +249,10 @@ def import_hf(src: str | Path, store: str | Path, *, revision: str | None = None
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise ZooError(f"{folder}: data files listed in {DESCRIPTOR} are missing: {missing[:3]}")
+    # the export's split by model travels with the store: loaders use it unless told otherwise
+    extra = {"split": desc["splits"], **{k: attrs[k] for k in ("imported_from",) if k in attrs}}
     writer = create(store, manifest, group_size=attrs["group_size"], compressor=attrs.get("compressor"),
-                    storage_options=storage_options)
+                    storage_options=storage_options, extra_attrs=extra)
     done = writer.done_units()
     units = {u.unit_id: u for u in writer.plan.units}
     where: dict[int, list[tuple[Path, int]]] = {}
@@ -331,6 +331,10 @@ def open_source(src: str | Path | Zoo, *, storage_options: dict | None = None, r
     key = hashlib.sha256(json.dumps(desc["store_attributes"]["manifest"], sort_keys=True).encode()).hexdigest()
     name = str(src).rstrip("/").replace("/", "--").replace(":", "")[-80:]
     target = cache_dir() / "hub" / f"{name}-{key[:12]}.zoo"
+    if target.exists():
+        cached = open_zoo(target)
+        if cached.metadata.num_rows == sum(n for c in desc["rows"].values() for n in c.values()):
+            return cached  # complete: no need to scan the export again
     import_hf(folder, target)
     return open_zoo(target)
 
@@ -353,10 +357,3 @@ def push(store: str | Path | Zoo, repo_id: str, *, private: bool = False, token:
                           commit_message=f"Upload model zoo with weightzoo {__version__}")
     return str(url)
 
-
-def iter_exported_rows(folder: str | Path, config: str, split: str) -> Iterator[pa.RecordBatch]:
-    """Record batches of one config and split of an export (for readers that skip ``datasets``)."""
-    folder = Path(folder)
-    desc = read_descriptor(folder)
-    for f in desc["files"].get(config, {}).get(split, []):
-        yield from pq.ParquetFile(folder / f).iter_batches()

@@ -217,12 +217,7 @@ def write_import(store: str | Path, manifest: Manifest, order: Sequence[int], *,
     start = time.perf_counter()
     before = _state(store)
     try:
-        writer = create(store, manifest, group_size=group_size)
-        if before != "store":
-            attrs = dict(writer.attrs)
-            attrs[IMPORT_ATTR] = dict(imported_from)
-            writer.group.attrs.update({fmt.ATTRS_KEY: attrs})
-            writer = ZooWriter(store)
+        writer = create(store, manifest, group_size=group_size, extra_attrs={IMPORT_ATTR: dict(imported_from)})
         plan = writer.plan
         done = writer.done_units()
         bar = tqdm(total=plan.checkpoints, unit="checkpoint", disable=quiet, dynamic_ncols=True,

@@ -148,8 +148,7 @@ class ZooWriter(Zoo):
         The part is renamed into place before any fragment is removed; a crash in between
         leaves both, and readers skip fragments whose units a part already covers.
         """
-        fs, root = self.fs
-        directory = f"{root}/{fmt.METADATA_DIR}"
+        fs, _ = self.fs
         fragments = [f for f in self.metadata_files() if fmt.unit_of_fragment(f.rsplit("/", 1)[-1]) is not None]
         if not fragments:
             return 0
@@ -199,9 +198,10 @@ def store_attributes(manifest: Manifest, plan: Plan, compressor: str | None) -> 
 
 
 def create(path: str | Path, manifest: Manifest, *, group_size: int | None = None, compressor: str | None = None,
-           storage_options: dict | None = None) -> ZooWriter:
+           storage_options: dict | None = None, extra_attrs: Mapping[str, Any] | None = None) -> ZooWriter:
     """Create a store for ``manifest``, or reopen it when it already holds the same zoo (resume).
 
+    ``extra_attrs`` join the self-description of a store this call creates (``imported_from``, ``split``).
     An existing store built from another manifest or group size is an error, never overwritten.
     """
     plan = Plan(manifest, group_size)
@@ -233,7 +233,7 @@ def create(path: str | Path, manifest: Manifest, *, group_size: int | None = Non
             occupied = False  # a missing bucket or an unlistable prefix: creating below names the problem
         if occupied:
             raise StoreError(f"{path}: exists and is not a weightzoo store; choose a new output path")
-    attrs = store_attributes(manifest, plan, compressor)
+    attrs = {**store_attributes(manifest, plan, compressor), **(extra_attrs or {})}
     try:
         store = (zarr.storage.LocalStore(_local_path(path)) if not is_url(path) else
                  zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}))
