@@ -102,9 +102,6 @@ class RMSprop(PopulationOptimizer):
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
-#: torch.optim defaults that the reference loop must use too.
-TORCH_KWARGS = {"sgd": {}, "adam": {}, "adamw": {"weight_decay": 0.0}, "rmsprop": {}}
-
 
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor,
                    momentum: torch.Tensor) -> PopulationOptimizer:

@@ -111,9 +111,8 @@ class _ReportingBar:
 def _run_group(manifest: dict, out: str, group: int, device: str, progress, after_unit,
                storage_options: dict | None) -> dict[str, Any]:
     """The Ray task: one group, committed unit by unit into the shared store."""
-    if progress is not None:
-        _import_ray().get(progress.start.remote(group))  # synchronous: the driver counts retries from these
-    bar = _ReportingBar(progress, group) if progress is not None else None
+    _import_ray().get(progress.start.remote(group))  # synchronous: the driver counts retries from these
+    bar = _ReportingBar(progress, group)
     try:
         r = build_group(manifest, out, group, device=device, datasets=_DATASETS, bar=bar, after_unit=after_unit,
                         storage_options=storage_options)

@@ -16,7 +16,7 @@ from torch import nn
 from zoo.data import Split
 from zoo.manifest import ModelSpec
 
-from .optim import TORCH_KWARGS, lr_factor
+from .optim import lr_factor
 from .population import data_order, init_model
 
 TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
@@ -25,7 +25,7 @@ TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": t
 
 def make_torch_optimizer(spec: ModelSpec, module: nn.Module) -> torch.optim.Optimizer:
     t = spec.training
-    kwargs = dict(TORCH_KWARGS[t["optimizer"]], lr=t["lr"], weight_decay=t["weight_decay"])
+    kwargs = dict(lr=t["lr"], weight_decay=t["weight_decay"])
     if t["optimizer"] == "sgd":
         kwargs["momentum"] = t["momentum"]
     return TORCH_OPTIMIZERS[t["optimizer"]](module.parameters(), **kwargs)

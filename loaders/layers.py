@@ -25,7 +25,6 @@ from zoo.errors import ZooError
 from zoo.layout import Layout, TensorSpec
 from zoo.symmetry import SymmetrySpec, parse_axis
 
-from .views import modules  # the module grouping the tokens view uses
 
 #: BatchNorm roles in the order the views store them.
 NORM_ROLES = ("bn_weight", "bn_bias", "running_mean", "running_var")
@@ -83,7 +82,7 @@ def network_layers(layout: Layout, spec: SymmetrySpec) -> list[Layer]:
     if unknown:
         raise ZooError(f"symmetry spec names {unknown[0]!r}, which is not in the layout")
     layers: list[Layer] = []
-    for module, tensors in modules(layout):
+    for module, tensors in layout.modules():
         roles: dict[str, TensorSpec] = {}
         for t in tensors:
             if t.role in roles:

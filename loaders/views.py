@@ -57,13 +57,6 @@ def state_dict(layout: Layout) -> View:
     return View("state_dict", lambda rows: layout.unflatten(rows), lambda batch: layout.flatten(batch))
 
 
-def modules(layout: Layout) -> list[tuple[str, list]]:
-    """Tensors grouped by owning module (the name before the last dot), in layout order."""
-    out: dict[str, list] = {}
-    for t in layout.tensors:
-        out.setdefault(t.name.rsplit(".", 1)[0] if "." in t.name else "", []).append(t)
-    return list(out.items())
-
 
 class Tokenizer:
     """SANE-style tokens: one row per output channel of every module (its incoming weights, then its bias;
@@ -78,7 +71,7 @@ class Tokenizer:
             raise ZooError(f"tokensize must be >= 1, got {tokensize}")
         self.layout, self.tokensize = layout, tokensize
         slots, positions, start = [], [], 0
-        for layer, (_, tensors) in enumerate(modules(layout)):
+        for layer, (_, tensors) in enumerate(layout.modules()):
             channels = tensors[0].shape[0]
             if any(t.shape[0] != channels for t in tensors):
                 raise ZooError(f"module of {tensors[0].name!r}: tensors disagree on the output channel count")

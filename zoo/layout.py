@@ -97,6 +97,14 @@ class Layout:
     def names(self) -> list[str]:
         return [t.name for t in self.tensors]
 
+    def modules(self) -> list[tuple[str, list[TensorSpec]]]:
+        """Tensors grouped by owning module (the name before the last dot), in layout order: the layers that
+        tokenizers, weight-space views and importers walk."""
+        out: dict[str, list[TensorSpec]] = {}
+        for t in self.tensors:
+            out.setdefault(t.name.rsplit(".", 1)[0] if "." in t.name else "", []).append(t)
+        return list(out.items())
+
     def __getitem__(self, name: str) -> TensorSpec:
         for t in self.tensors:
             if t.name == name:

@@ -37,7 +37,6 @@ from zoo.errors import StoreNotFoundError, ZooError
 from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Unit
 from zoo.store import ZooWriter, create, open_zoo
-from zoo.store import format as fmt
 from zoo.store.reader import _local_path, is_url
 
 #: Key under the store's ``weightzoo`` attributes that records where an imported zoo came from.
@@ -73,6 +72,11 @@ class ImportReport:
 
 
 # --- values --------------------------------------------------------------------------------------------
+def is_number(v: Any) -> bool:
+    """A JSON/CSV number (bools are ints to Python, not numbers here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def as_metric(value: Any) -> float | None:
     """A metric as float; None stays None (not measured); NaN and inf are kept: they are what the source says."""
     if value is None:

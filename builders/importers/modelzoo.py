@@ -43,8 +43,8 @@ from zoo.errors import ZooError, allowed_text
 from zoo.layout import Layout
 from zoo.manifest import SECTIONS, Manifest
 
-from .common import (ImportReport, choose_manifest, metrics_record, population_manifest, read_base_manifest,
-                     slug, write_import)
+from .common import (ImportReport, choose_manifest, is_number, metrics_record, population_manifest,
+                     read_base_manifest, slug, write_import)
 
 #: params.json "model::type" -> (registered architecture, input side the published zoos resized images to).
 MODEL_TYPES: dict[str, tuple[str, int | None]] = {"CNN": ("cnn-s", 28), "CNN3": ("cnn-l", 32),
@@ -79,10 +79,6 @@ class Trial:
     results: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
     file = trial / "params.json"
     if not file.is_file():
@@ -101,7 +97,7 @@ def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
             if default is _REQUIRED:
                 raise ZooError(f"{file}: field {key!r} is missing")
             return default
-        ok = {"int": isinstance(value, int) and not isinstance(value, bool), "number": _is_number(value),
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool), "number": is_number(value),
               "str": isinstance(value, str)}[kind]
         if not ok or (kind == "number" and not math.isfinite(value)):
             raise ZooError(f"{file}: field {key!r}: expected {'an integer' if kind == 'int' else 'a ' + kind}, "
@@ -169,10 +165,10 @@ def _read_results(trial: Trial) -> None:
             value = obj.get(key)
             if value is None or value == NOT_MEASURED:
                 continue
-            if not _is_number(value):
+            if not is_number(value):
                 raise ZooError(f"{file}: line {n}: field {key!r}: expected a number or null, got {value!r}")
             rec[key] = float(value)
-        if _is_number(obj.get("time_total_s")):
+        if is_number(obj.get("time_total_s")):
             rec["wall_time_s"] = float(obj["time_total_s"])
         trial.results[epoch] = rec  # a restored trial repeats iterations: the last report wins
 
@@ -224,7 +220,7 @@ def map_state_dict(file: Path, sd: Mapping[str, torch.Tensor], arch: str, layout
                 raise ZooError(f"{file}: unexpected tensor {key!r}; Model Zoos CNNs hold 'module_list.N.weight' "
                                "and 'module_list.N.bias'")
             modules.setdefault(int(m[1]), {})[m[2]] = key
-        ours = list(dict.fromkeys(t.name.rsplit(".", 1)[0] for t in layout.tensors))
+        ours = [name for name, _ in layout.modules()]
         if len(modules) != len(ours):
             raise ZooError(f"{file}: {len(modules)} layers with parameters (module_list indices "
                            f"{sorted(modules)}); {where} has {len(ours)} ({', '.join(ours)})")

@@ -40,8 +40,8 @@ from zoo.errors import ZooError, allowed_text
 from zoo.layout import Layout
 from zoo.manifest import Manifest
 
-from .common import (ImportReport, choose_manifest, metrics_record, population_manifest, read_base_manifest,
-                     write_import)
+from .common import (ImportReport, choose_manifest, is_number, metrics_record, population_manifest,
+                     read_base_manifest, write_import)
 
 FILES = ("weights.npy", "metrics.csv.gz", "layout.csv")
 #: TensorFlow Datasets names -> this library's dataset registry.
@@ -66,10 +66,6 @@ CITATION = ("Unterthiner, T., Keysers, D., Gelly, S., Bousquet, O., Tolstikhin, 
 #: What the published runs share and the metrics do not record (train_network.py, manifests/smallcnnzoo/).
 DATASET_DEFAULTS = {"grayscale": True, "normalize": True, "mean": [0.5], "std": [0.5]}
 TRAINING_DEFAULTS = {"batch_size": 512, "schedule": "constant", "momentum": 0.0, "augmentation": "none"}
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _integral(v: Any) -> Any:
@@ -126,7 +122,7 @@ def read_layout(file: Path, layout: Layout, width: int) -> np.ndarray:
         if e[3] in parts:
             raise ZooError(f"{file}: line {e[5]}: a second {e[3]} for layer {e[4]!r}")
         parts[e[3]] = e
-    ours = list(dict.fromkeys(t.name.rsplit(".", 1)[0] for t in layout.tensors))
+    ours = [name for name, _ in layout.modules()]
     if len(layers) != len(ours) or any(set(p) != {"kernel", "bias"} for p in layers.values()):
         raise ZooError(f"{file}: {len(layers)} layers ({', '.join(layers)}); smallcnn has {len(ours)} layers with "
                        f"a kernel and a bias each ({', '.join(ours)})")
@@ -187,7 +183,7 @@ class SmallCNNZooSource:
             kind = table.schema.field(column).type
             if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)):
                 values = table.column(column).to_pylist()
-                bad = next((i for i, v in enumerate(values) if v is not None and not _is_number(_float(v))), 0)
+                bad = next((i for i, v in enumerate(values) if v is not None and not is_number(_float(v))), 0)
                 raise ZooError(f"{file}: row {bad + 1}: field {column!r}: expected a number, got {values[bad]!r} "
                                f"(column type {kind})")
         optional = ("config.random_seed", *ARCHITECTURE_FLAGS)
@@ -218,7 +214,7 @@ class SmallCNNZooSource:
             line = f"{file}: row {i + 1}"
             if not isinstance(run, str) or not run:
                 raise ZooError(f"{line}: field 'modeldir': expected the run's directory, got {run!r}")
-            if not _is_number(step) or step != int(step) or step < 0:
+            if not is_number(step) or step != int(step) or step < 0:
                 raise ZooError(f"{line}: field 'step': expected the checkpoint epoch, an integer >= 0, got {step!r}")
             entry = runs.get(run)
             if entry is None:
@@ -230,7 +226,7 @@ class SmallCNNZooSource:
             first = entry["first"]
             for c in flags:
                 a, b = columns[c][first], columns[c][i]
-                if a != b and not (_is_number(a) and _is_number(b) and math.isnan(a) and math.isnan(b)):
+                if a != b and not (is_number(a) and is_number(b) and math.isnan(a) and math.isnan(b)):
                     raise ZooError(f"{line}: field {c!r} = {b!r}, but run {run!r} has {a!r} in row {first + 1}")
         self.columns = columns
         epochs = sorted(set().union(*(r["rows"] for r in runs.values())))
@@ -271,9 +267,9 @@ class SmallCNNZooSource:
         def number(col: str, low: float, high: float | None = None, *, strict_low: bool = False,
                    strict_high: bool = False, nullable: bool = False) -> float | None:
             value = c[col][i]
-            if nullable and (value is None or (_is_number(value) and math.isnan(value))):
+            if nullable and (value is None or (is_number(value) and math.isnan(value))):
                 return None
-            bad = (not _is_number(value) or not math.isfinite(value) or value < low or (strict_low and value == low)
+            bad = (not is_number(value) or not math.isfinite(value) or value < low or (strict_low and value == low)
                    or (high is not None and (value > high or (strict_high and value == high))))
             if bad:
                 interval = f"{'(' if strict_low else '['}{low}, {high if high is not None else 'inf'}" \
