@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
@@ -32,7 +31,6 @@ from zoo.errors import StoreError, ZooError
 from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Group, Unit
 from zoo.store import ZooWriter, create
-from zoo.store import format as fmt
 
 from .population import Population
 
@@ -170,22 +168,6 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
     return report
 
 
-def committed_units(writer: ZooWriter) -> set[int]:
-    """Committed unit ids from one listing of the metadata folder: a fragment's name is its unit (it exists only
-    once committed), and compacted parts give theirs. Unlike ``done_units`` it reads no fragment, so a task
-    that owns a handful of units can check them cheaply in a store of many thousands."""
-    done: set[int] = set()
-    fs, _ = writer.fs
-    for path in writer.metadata_files():
-        name = path.rsplit("/", 1)[-1]
-        unit = fmt.unit_of_fragment(name)
-        if unit is not None:
-            done.add(unit)
-        else:
-            done.update(pq.read_table(path, columns=["unit"], filesystem=fs).column("unit").to_pylist())
-    return done
-
-
 def build_group(manifest: Manifest | dict | str | Path, out: str | Path, group: int, *, device: str = "auto",
                 datasets: dict | None = None, bar=None, after_unit: Callable[[Unit], None] | None = None,
                 storage_options: dict | None = None) -> BuildReport:
@@ -211,7 +193,7 @@ def build_group(manifest: Manifest | dict | str | Path, out: str | Path, group: 
         raise ZooError(f"group {group!r}: the plan of {out} has groups 0..{len(plan.groups) - 1}")
     g = plan.groups[group]
     units = [u for u in plan.units if u.group == group]
-    done = committed_units(writer)
+    done = writer.done_units()
     report = BuildReport(writer.url, units_skipped=sum(u.unit_id in done for u in units))
     if report.units_skipped == len(units):
         return report

@@ -34,7 +34,7 @@ from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Unit
 from zoo.store import create
 
-from .build import BuildReport, _States, build_group, committed_units
+from .build import BuildReport, _States, build_group
 
 #: Architectures with at least this many parameters get a whole GPU per group by default (a ResNet-18 group
 #: saturates one); smaller ones share a GPU, since a small-CNN group step is bound by kernel launches and
@@ -184,7 +184,7 @@ def _drive(ray, writer, plan, num_gpus: float, task_device: str, max_retries: in
     units_of: dict[int, list[int]] = {}
     for u in plan.units:
         units_of.setdefault(u.group, []).append(u.unit_id)
-    before = committed_units(writer)
+    before = writer.done_units()
     pending = [g for g in plan.groups if any(u not in before for u in units_of[g.group])]
     report.units_skipped = len(before & set(u.unit_id for u in plan.units))
     epochs = writer.manifest.training["epochs"]
@@ -233,7 +233,7 @@ def _drive(ray, writer, plan, num_gpus: float, task_device: str, max_retries: in
         bar.close()
     report.retries = sum(max(0, n - 1) for n in attempts.values())
     writer.refresh()
-    after = committed_units(writer)
+    after = writer.done_units()
     report.units_written = len(after - before)
     report.seconds = time.perf_counter() - start
     if len(after) >= len(plan.units):

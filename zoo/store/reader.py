@@ -146,20 +146,26 @@ class Zoo:
     # --- metadata --------------------------------------------------------------------
     def metadata_files(self) -> list[str]:
         """Committed metadata files: compacted parts, then fragments not covered by a part."""
+        return self._committed()[0]
+
+    def _committed(self) -> tuple[list[str], set[int]]:
+        """(metadata files, committed unit ids) from one listing: a fragment's name is its unit (it exists only
+        once committed) and a compacted part's ``unit`` column lists its units, so no fragment is read."""
         fs, root = self.fs
         directory = f"{root}/{fmt.METADATA_DIR}"
         fs.invalidate_cache(directory)  # listings are cached per filesystem (s3fs): fragments come and go
         try:
             names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False))
         except FileNotFoundError:
-            return []
+            return [], set()
         parts = [n for n in names if n.startswith(fmt.PART_PREFIX) and n.endswith(".parquet")]
         covered: set[int] = set()
         for name in parts:
             covered.update(pq.read_table(f"{directory}/{name}", columns=["unit"], filesystem=fs)
                            .column("unit").to_pylist())
         fragments = [n for n in names if fmt.unit_of_fragment(n) is not None and fmt.unit_of_fragment(n) not in covered]
-        return [f"{directory}/{n}" for n in parts + fragments]
+        units = covered | {fmt.unit_of_fragment(n) for n in fragments}
+        return [f"{directory}/{n}" for n in parts + fragments], units
 
     @cached_property
     def schema(self) -> pa.Schema:
@@ -184,7 +190,10 @@ class Zoo:
         return self._metadata
 
     def done_units(self) -> set[int]:
-        return set(self.metadata.column("unit").to_pylist())
+        """Committed units: from the loaded metadata if any (one consistent view), else from a listing."""
+        if self._metadata is not None:
+            return set(self._metadata.column("unit").to_pylist())
+        return self._committed()[1]
 
     @cached_property
     def _row_index(self) -> dict[tuple[int, int], tuple[str, int]]:
