@@ -301,9 +301,7 @@ def _write_imported_unit(writer: ZooWriter, unit, table: pa.Table, folder: Path)
     weights = table.column(WEIGHTS_COLUMN).combine_chunks()
     width = weights.type.list_size
     rows = weights.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    keep = set(fmt.METRIC_COLUMNS) | set(fmt.RUN_COLUMNS) | {"status"}
-    records = [{k: v for k, v in r.items() if k in keep} for r in table.select(
-        [c for c in table.column_names if c in keep]).to_pylist()]
+    records = table.select([c for c in table.column_names if c in fmt.RECORD_FIELDS]).to_pylist()
     exported = table.column("crc32").to_pylist()
     bad = [m for m, a, b in zip(unit.model_ids, row_checksums(rows), exported) if a != b]
     if bad:

@@ -51,6 +51,8 @@ RUN_COLUMNS: dict[str, pa.DataType] = {
     "torch_version": pa.string(),
     "weightzoo_version": pa.string(),
 }
+#: The fields a builder's (or importer's) per-checkpoint record may carry; the store fills in the rest.
+RECORD_FIELDS = frozenset(METRIC_COLUMNS) | frozenset(RUN_COLUMNS) | {"status"}
 _PY_TO_ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_(), list: pa.list_(pa.int64())}
 
 

@@ -105,6 +105,11 @@ class Zoo:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_fs"] = None
+        # derived views (metadata table, expanded manifest and plan, row index) are rebuilt lazily where used:
+        # DataLoader workers read rows and need none of them
+        state["_metadata"] = None
+        for name in ("manifest", "plan", "schema", "_row_index"):
+            state.pop(name, None)
         return state
 
     # --- description -----------------------------------------------------------------

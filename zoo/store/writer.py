@@ -75,7 +75,7 @@ class ZooWriter(Zoo):
             raise ZooError(f"unit {unit.unit_id}: weights of shape {weights.shape}; expected ({n}, {layout_size})")
         if len(records) != n:
             raise ZooError(f"unit {unit.unit_id}: {len(records)} metadata records for {n} models")
-        allowed = set(fmt.METRIC_COLUMNS) | set(fmt.RUN_COLUMNS) | {"status"}
+        allowed = fmt.RECORD_FIELDS
         for rec in records:
             unknown = set(rec) - allowed
             if unknown:
