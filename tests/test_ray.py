@@ -3,12 +3,10 @@ interrupted driver, and a many-unit build ends with one metadata row per (model,
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -196,26 +194,29 @@ def test_interrupted_driver_rerun_continues(cluster, tiny, tmp_path, capsys, mon
         # once 4 units are committed, tasks wait at the gate until the test opens it: the interrupt always
         # comes before the build could finish, however loaded the machine
         time.sleep(0.3)
-        while gate.exists() and len(list(out.glob("metadata/unit-*.parquet"))) >= 4:
+        give_up = time.monotonic() + 60  # a driver that ignored Ctrl-C fails the test instead of hanging it
+        while gate.exists() and len(list(out.glob("metadata/unit-*.parquet"))) >= 4 and time.monotonic() < give_up:
             time.sleep(0.05)
 
     real = backend.ray_build
     monkeypatch.setattr(backend, "ray_build", lambda *a, **kw: real(*a, **kw, after_unit=slow))
 
-    def interrupt_after_4_units():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(out.glob("metadata/unit-*.parquet"))) < 4:
-            time.sleep(0.02)
-        _thread.interrupt_main()
+    class CtrlC(backend.tqdm):
+        """The driver's progress bar: refreshed once per poll of the driver loop, it raises KeyboardInterrupt
+        there (as Ctrl-C would) once 4 units are committed; deterministic, unlike a signal from a thread."""
 
-    watcher = threading.Thread(target=interrupt_after_4_units, daemon=True)
-    watcher.start()
+        def refresh(self, *args, **kwargs):
+            if len(list(out.glob("metadata/unit-*.parquet"))) >= 4:
+                raise KeyboardInterrupt
+            return super().refresh(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "tqdm", CtrlC)
     command = ["build", str(manifest), "-o", str(out), "--backend", "ray", "--group-size", "2", "--quiet"]
     try:
         assert main(command) == 130
     finally:
         gate.unlink()
-    watcher.join()
+        monkeypatch.setattr(backend, "tqdm", CtrlC.__mro__[1])
     assert "zoo build: interrupted; rerun the same command to continue" in capsys.readouterr().err
     z = zoo.open(out)
     assert 4 <= len(z.done_units()) < len(z.plan.units)
