@@ -1,25 +1,30 @@
 """Build orchestration: from a manifest to a complete store, resumable and shardable.
 
-The plan's groups are the units of scheduling: each group trains as one
-``Population`` and commits one unit per checkpoint epoch. A rerun skips
-committed units; a group interrupted mid-way resumes from its last saved
-training state (``STORE/.build/group-N.pt``: weights, optimizer state and
-step count at its last committed checkpoint), or retrains from its
-initialization when there is none, which gives the same bytes because the
-whole computation is a pure function of the manifest. ``shard=(i, n)`` takes
-every n-th group, so n processes on one store build disjoint units.
-``build_group`` is one group's work on its own (manifest, store, group id,
-device), which a distributed backend runs as one task (``ray_backend``).
+Two sizes, two owners (DESIGN.md section 4). The plan's *groups* are the store's units of storage: each group
+commits one unit (one shard) per checkpoint epoch. A *population* is what trains as one computation: as many
+groups of one structure as fit the device (``sizing.py``; ``population=`` overrides), so the store's bytes and
+row positions never depend on the machine that built it.
+
+Resume: before a group's unit is committed, the group's training state at that epoch (weights, optimizer state,
+step count) is saved (``STORE/.build/group-N.pt``, beside the store, or under the store's URL). A rerun loads
+each interrupted group's state, commits the unit of that epoch if the interruption came between state and commit,
+and trains on: every unit of a group comes from one trajectory, whatever population the group is put in this
+time. A group with no usable state retrains from its initialization (the same bytes on a CPU: the computation
+is a pure function of the manifest, and each model's arithmetic does not depend on its population).
+``shard=(i, n)`` takes every n-th group, so n processes on one store build disjoint units. ``build_groups``
+is the work of some groups on their own (manifest, store, group ids, device), which a distributed backend runs
+as one task (``ray_backend``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,9 +37,11 @@ from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Group, Unit
 from zoo.store import ZooWriter, create
 
+from . import sizing
 from .population import Population
 
 STATE_DIR = ".build"
+COMPILE_OVERRIDES = ("on", "off")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,6 +68,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def check_population(population: int | None) -> None:
+    if population is not None and (not isinstance(population, int) or isinstance(population, bool)
+                                   or population < 1):
+        raise ZooError(f"population {population!r}: expected a positive number of models (whole groups are "
+                       "trained together: at least one group)")
+
+
 @dataclass
 class BuildReport:
     store: str
@@ -70,6 +84,8 @@ class BuildReport:
     model_epochs: int = 0
     seconds: float = 0.0
     diverged: set[int] = field(default_factory=set)
+    populations: list[int] = field(default_factory=list)  # models of each population trained
+    step_modes: set[str] = field(default_factory=set)
 
     @property
     def model_epochs_per_s(self) -> float:
@@ -77,104 +93,105 @@ class BuildReport:
 
 
 class _States:
-    """Per-group training state beside a local store, written atomically."""
+    """Per-group training state beside a local store or under a store URL, each file written whole."""
 
     def __init__(self, writer: ZooWriter) -> None:
-        self.dir = writer.local / STATE_DIR if writer.local is not None else None
+        self.fs, root = writer.fs
+        self.local = writer.local
+        self.dir = f"{root}/{STATE_DIR}"
 
-    def path(self, group: int) -> Path | None:
-        return self.dir / f"group-{group:06d}.pt" if self.dir is not None else None
+    def path(self, group: int) -> str:
+        return f"{self.dir}/group-{group:06d}.pt"
 
     def load(self, group: int) -> dict | None:
         path = self.path(group)
-        if path is None or not path.exists():
+        try:
+            with self.fs.open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
             return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
     def save(self, group: int, state: dict) -> None:
         path = self.path(group)
-        if path is None:
+        if self.local is not None:  # a temporary name, then an atomic rename
+            Path(self.dir).mkdir(exist_ok=True)
+            tmp = Path(self.dir) / f".tmp-{uuid.uuid4().hex}-{Path(path).name}"
+            torch.save(state, tmp)
+            os.replace(tmp, path)
             return
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()  # object stores publish a whole object on PUT
+        torch.save(state, buffer)
+        with self.fs.open(path, "wb") as f:
+            f.write(buffer.getvalue())
 
     def drop(self, group: int) -> None:
-        path = self.path(group)
-        if path is not None and path.exists():
-            path.unlink()
+        try:
+            self.fs.rm(self.path(group))
+        except FileNotFoundError:
+            pass
 
     def remove_all(self) -> None:
         """Once every unit is committed nobody writes state any more: drop the folder and any temporary
         file that a killed writer left in it."""
-        if self.dir is not None and self.dir.exists():
+        if self.local is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        try:
+            self.fs.rm(self.dir, recursive=True)
+        except FileNotFoundError:
+            pass
 
 
 def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "auto", shard: tuple[int, int] = (0, 1),
-          group_size: int | None = None, quiet: bool = False, data: ImageData | None = None,
-          after_unit: Callable[[Unit], None] | None = None, storage_options: dict | None = None) -> BuildReport:
+          group_size: int | None = None, population: int | None = None, compile: str | None = None,
+          quiet: bool = False, data: ImageData | None = None, after_unit: Callable[[Unit], None] | None = None,
+          storage_options: dict | None = None) -> BuildReport:
     """Train every pending unit of ``manifest`` (in this shard) into the store at ``out``.
 
-    ``out`` may be an fsspec URL (``s3://...``; ``storage_options`` go to fsspec). The training state that
-    lets an interrupted group resume mid-way is kept only beside a local store: on a URL such a group
-    retrains from its initialization (same bytes) and skips writing the units it had committed."""
+    ``population``: models trained as one computation (default: chosen for the device, ``sizing.py``).
+    ``compile``: ``"on"`` or ``"off"`` overrides the manifest's ``training.compile``. ``out`` may be an fsspec
+    URL (``s3://...``; ``storage_options`` go to fsspec)."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
+    _check_options(population, compile)
     dev = resolve_device(device)
     writer = create(out, manifest, group_size=group_size, storage_options=storage_options)
     plan = writer.plan
     groups = plan.shard(*shard)
     done = writer.done_units()
-    units_of: dict[int, list[Unit]] = {}
-    for u in plan.units:
-        units_of.setdefault(u.group, []).append(u)
+    units_of = _units_of(plan)
     report = BuildReport(writer.url)
-    states = _States(writer)
-    epochs = manifest.training["epochs"]
     pending = [g for g in groups if any(u.unit_id not in done for u in units_of[g.group])]
+    _check_resumable(writer, pending)
     report.units_skipped = sum(u.unit_id in done for g in groups for u in units_of[g.group])
+    epochs = manifest.training["epochs"]
     total = sum(len(g.model_ids) for g in groups) * epochs
     finished = total - sum(len(g.model_ids) for g in pending) * epochs
     bar = tqdm(total=total, initial=finished, unit="model-epoch", disable=quiet, dynamic_ncols=True,
                desc=manifest.name)
-    datasets: dict[float, ImageData] = {}
-    accs: dict[int, float] = {}
     start = time.perf_counter()
-    # Saturated units (e.g. the Model Zoos' uniform [0, 1] init with tanh) leave denormal gradients, which x86
-    # CPUs process ~100x slower; flushing them to zero during the build is deterministic, so it keeps builds
-    # bit-reproducible, and restored afterwards (torch's default is off).
-    flush = dev.type == "cpu" and torch.set_flush_denormal(True)
     try:
-        for group in pending:
-            specs = [manifest.models[i] for i in group.model_ids]
-            fraction = specs[0].training["train_fraction"]
-            if fraction not in datasets:
-                datasets[fraction] = (data if data is not None else
-                                      load_image_data(manifest.dataset, device=dev, train_fraction=fraction)).to(dev)
-            trained = _build_group(writer, group, units_of[group.group], done, specs, datasets[fraction], dev,
-                                   states, bar, accs, report, after_unit)
-            report.model_epochs += trained
-            report.groups += 1
+        with _flush_denormals(dev):
+            _train_groups(writer, pending, units_of, done, dev, population, compile, {}, data, bar, report,
+                          after_unit)
     finally:
         bar.close()
-        if flush:
-            torch.set_flush_denormal(False)
     writer.refresh()
     if len(writer.done_units()) == len(plan.units):
-        states.remove_all()
+        _States(writer).remove_all()
     report.seconds = time.perf_counter() - start
     return report
 
 
-def build_group(manifest: Manifest | dict | str | Path, out: str | Path, group: int, *, device: str = "auto",
-                datasets: dict | None = None, bar=None, after_unit: Callable[[Unit], None] | None = None,
-                storage_options: dict | None = None) -> BuildReport:
-    """Train the pending units of one group into the existing store at ``out``: one task of a distributed build.
+def build_groups(manifest: Manifest | dict | str | Path, out: str | Path, groups: Sequence[int], *,
+                 device: str = "auto", population: int | None = None, compile: str | None = None,
+                 datasets: dict | None = None, bar=None, after_unit: Callable[[Unit], None] | None = None,
+                 storage_options: dict | None = None) -> BuildReport:
+    """Train the pending units of some groups into the existing store at ``out``: one task of a distributed build.
 
     The committed units are read here, so a retried or repeated call skips what an earlier attempt committed
-    and resumes from its saved training state. The store must exist already (a worker that does not see the
+    and resumes from the saved training states. The store must exist already (a worker that does not see the
     driver's path must fail, not start a store of its own). ``datasets`` is a cache the caller may keep across
     calls, so a worker process loads each dataset once; ``bar`` receives ``update(model_epochs)``;
     ``storage_options`` go to fsspec for a store URL, as in ``build``.
@@ -183,80 +200,221 @@ def build_group(manifest: Manifest | dict | str | Path, out: str | Path, group: 
         manifest = Manifest.from_dict(manifest, source=f"{out} (build task)")
     elif not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
+    _check_options(population, compile)
     dev = resolve_device(device)
     writer = ZooWriter(out, storage_options=storage_options)
     if writer.attrs["manifest"] != manifest.to_dict():
         raise StoreError(f"{out}: the store holds zoo {writer.manifest.name!r} built from another manifest than "
                          f"{manifest.source}")
     plan = writer.plan
-    if not (isinstance(group, int) and 0 <= group < len(plan.groups)):
-        raise ZooError(f"group {group!r}: the plan of {out} has groups 0..{len(plan.groups) - 1}")
-    g = plan.groups[group]
-    units = [u for u in plan.units if u.group == group]
+    for group in groups:
+        if not (isinstance(group, int) and 0 <= group < len(plan.groups)):
+            raise ZooError(f"group {group!r}: the plan of {out} has groups 0..{len(plan.groups) - 1}")
+    units_of = _units_of(plan)
     done = writer.done_units()
-    report = BuildReport(writer.url, units_skipped=sum(u.unit_id in done for u in units))
-    if report.units_skipped == len(units):
+    chosen = [plan.groups[g] for g in groups]
+    pending = [g for g in chosen if any(u.unit_id not in done for u in units_of[g.group])]
+    report = BuildReport(writer.url, units_skipped=sum(u.unit_id in done for g in chosen for u in units_of[g.group]))
+    if not pending:
         return report
-    specs = [manifest.models[i] for i in g.model_ids]
-    fraction = specs[0].training["train_fraction"]
-    key = (json.dumps(manifest.dataset, sort_keys=True, default=str), fraction, str(dev))
-    datasets = {} if datasets is None else datasets
+    _check_resumable(writer, pending)
     start = time.perf_counter()
-    flush = dev.type == "cpu" and torch.set_flush_denormal(True)  # as in build(): same bytes, no denormal stalls
-    try:
-        if key not in datasets:
-            datasets[key] = load_image_data(manifest.dataset, device=dev, train_fraction=fraction).to(dev)
-        report.model_epochs = _build_group(writer, g, units, done, specs, datasets[key], dev, _States(writer),
-                                           bar if bar is not None else tqdm(disable=True), {}, report, after_unit)
-        report.groups = 1
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
+    with _flush_denormals(dev):
+        _train_groups(writer, pending, units_of, done, dev, population, compile,
+                      {} if datasets is None else datasets, None, bar if bar is not None else tqdm(disable=True),
+                      report, after_unit)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _build_group(writer: ZooWriter, group: Group, units: list[Unit], done: set[int], specs, data: ImageData,
-                 dev: torch.device, states: _States, bar, accs: dict[int, float], report: BuildReport,
-                 after_unit) -> int:
-    arch_id = group.arch_id
-    pop = Population(specs, writer.layout(arch_id), device=dev)
-    by_epoch = {u.epoch: u for u in units}
-    state = states.load(group.group)
-    if state is not None and all(u.unit_id in done for e, u in by_epoch.items() if e <= state["epoch"]):
-        pop.load_state_dict(state)
+def build_group(manifest, out, group: int, **kwargs) -> BuildReport:
+    """``build_groups`` for one group."""
+    return build_groups(manifest, out, [group], **kwargs)
+
+
+# --- the work ------------------------------------------------------------------------------------------------
+def _units_of(plan) -> dict[int, list[Unit]]:
+    units: dict[int, list[Unit]] = {}
+    for u in plan.units:
+        units.setdefault(u.group, []).append(u)
+    return units
+
+
+def _check_options(population: int | None, compile: str | None) -> None:
+    check_population(population)
+    if compile is not None and compile not in COMPILE_OVERRIDES:
+        raise ZooError(f"compile {compile!r}; allowed: on, off (or None: the manifest's training.compile)")
+
+
+class _flush_denormals:
+    """Saturated units (e.g. the Model Zoos' uniform [0, 1] init with tanh) leave denormal gradients, which x86
+    CPUs process ~100x slower; flushing them to zero during a CPU build is deterministic, so it keeps builds
+    bit-reproducible, and is restored afterwards (torch's default is off)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.flushed = False
+
+    def __enter__(self):
+        self.flushed = self.device.type == "cpu" and torch.set_flush_denormal(True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.flushed:
+            torch.set_flush_denormal(False)
+
+
+def _check_resumable(writer: ZooWriter, pending: Sequence[Group]) -> None:
+    """Never a mix: a store of format 1 whose pending models draw randomness (dropout, augmentation) was started
+    with the shared-generator draws of that version; today's per-model streams would continue it differently."""
+    if writer.attrs.get("format_version", 1) >= 2 or not pending:
+        return
+    manifest = writer.manifest
+    random = [g.group for g in pending for i in g.model_ids[:1]
+              if manifest.models[i].training["augmentation"] != "none"
+              or any(float(manifest.models[j].architecture.options.get("dropout", 0.0)) > 0 for j in g.model_ids)]
+    if random:
+        raise StoreError(f"{writer.url}: format 1 store (built by weightzoo before populations were decoupled from "
+                         f"groups) with {len(random)} unfinished group(s) that use dropout or augmentation "
+                         f"(first: group {random[0]}); its random draws came from a shared generator, today's from "
+                         "per-model streams, so finishing it would mix two trajectories. It still opens, verifies "
+                         "and loads; build the zoo into a new store to complete it")
+
+
+def _dataset(manifest: Manifest, spec, dev: torch.device, datasets: dict, data: ImageData | None) -> ImageData:
+    fraction = spec.training["train_fraction"]
+    key = (json.dumps(manifest.dataset, sort_keys=True, default=str), fraction, str(dev))
+    if key not in datasets:
+        datasets[key] = (data if data is not None else
+                         load_image_data(manifest.dataset, device=dev, train_fraction=fraction)).to(dev)
+    return datasets[key]
+
+
+def _usable_state(state: dict | None, group: Group, units: list[Unit], done: set[int]) -> dict | None:
+    """A saved state resumes a group when it is this group's and every unit before its epoch is committed."""
+    if state is None or list(state.get("model_ids", ())) != list(group.model_ids):
+        return None
+    if all(u.unit_id in done for u in units if u.epoch < state["epoch"]):
+        return state
+    return None
+
+
+def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: dict[int, list[Unit]], done: set[int],
+                  dev: torch.device, population: int | None, compile: str | None, datasets: dict,
+                  data: ImageData | None, bar, report: BuildReport, after_unit) -> None:
+    manifest = writer.manifest
+    states = _States(writer)
+    resume = {g.group: _usable_state(states.load(g.group), g, units_of[g.group], done) for g in groups}
+    by_start: dict[int, list[Group]] = {}
+    for g in groups:
+        by_start.setdefault(resume[g.group]["epoch"] if resume[g.group] else 0, []).append(g)
+    sizes: dict[str, int] = {}
+
+    def size_of(spec) -> int:
+        if population is not None:
+            return population
+        key = sizing.structure_key(spec)
+        if key not in sizes:
+            footprint = None
+            if dev.type == "cuda":
+                train = _dataset(manifest, spec, dev, datasets, data).train
+                same = [m for m in manifest.models if sizing.structure_key(m) == key]
+                footprint = sizing.measured_footprint(same, lambda s: Population(
+                    s, writer.layout(spec.arch_id), device=dev), train, dev)
+            sizes[key] = sizing.population_size(spec.architecture, dict(spec.training), dev, footprint=footprint)[0]
+        return sizes[key]
+
+    accs: dict[int, float] = {}
+    for start_epoch in sorted(by_start):
+        for members in sizing.pack(by_start[start_epoch], manifest, size_of):
+            _train_population(writer, members, units_of, done, dev, compile, datasets, data, states, resume, bar,
+                              accs, report, after_unit)
+
+
+def _train_population(writer: ZooWriter, members: list[Group], units_of: dict[int, list[Unit]], done: set[int],
+                      dev: torch.device, compile: str | None, datasets: dict, data: ImageData | None,
+                      states: _States, resume: dict, bar, accs: dict[int, float], report: BuildReport,
+                      after_unit) -> None:
+    manifest = writer.manifest
+    specs = [manifest.models[i] for g in members for i in g.model_ids]
+    setting = compile if compile is not None else specs[0].training["compile"]
+    pop = Population(specs, writer.layout(members[0].arch_id), device=dev, compile=setting)
+    image_data = _dataset(manifest, specs[0], dev, datasets, data)
+    pop.plan_steps(image_data.train.x.shape[0])
+    bounds, a = [], 0
+    for g in members:
+        bounds.append((a, a + len(g.model_ids)))
+        a += len(g.model_ids)
+    if resume[members[0].group]:
+        pop.load_state_dict(merge_states([resume[g.group] for g in members]))
         bar.update(len(specs) * pop.epoch)
+    resumed_at = pop.epoch
     name = device_name(dev)
     epochs = specs[0].training["epochs"]
+    by_epoch = [{u.epoch: u for u in units_of[g.group]} for g in members]
+    report.populations.append(len(specs))
 
-    def commit_if_pending(epoch: int) -> None:
-        unit = by_epoch.get(epoch)
-        if unit is None:
+    def checkpoint(epoch: int) -> None:
+        units = [(g, u[epoch], ab) for g, u, ab in zip(members, by_epoch, bounds) if epoch in u]
+        if not units:
             return
-        if unit.unit_id not in done:
-            records = pop.checkpoint_records(data, name)
-            writer.write_unit(unit, pop.rows(), records)
+        if epoch < epochs and epoch != resumed_at:  # the state first: a unit committed has its state saved
+            full = pop.state_dict()
+            for g, _, (lo, hi) in units:
+                states.save(g.group, slice_state(full, lo, hi))
+        pending = [(g, u, ab) for g, u, ab in units if u.unit_id not in done]
+        if not pending:
+            return
+        records = pop.checkpoint_records(image_data, name)
+        rows = pop.rows()
+        for rec in records:
+            rec.update(precision=pop.precision, step_mode=pop.step_mode)
+        for g, unit, (lo, hi) in pending:
+            writer.write_unit(unit, rows[lo:hi], records[lo:hi])
             report.units_written += 1
-            for spec, rec in zip(specs, records):
+            for spec, rec in zip(specs[lo:hi], records[lo:hi]):
                 accs[spec.model_id] = rec["test_acc"]
                 if rec["status"] == "diverged":
                     report.diverged.add(spec.model_id)
             if after_unit is not None:
                 after_unit(unit)
-        if epoch < epochs:
-            states.save(group.group, pop.state_dict())
 
-    if pop.epoch == 0:
-        commit_if_pending(0)
-    trained = 0
+    checkpoint(pop.epoch)  # the initialization, or a resumed epoch whose unit was not yet committed
     while pop.epoch < epochs:
-        pop.train_epoch(data.train)
-        trained += len(specs)
+        pop.train_epoch(image_data.train)
+        report.model_epochs += len(specs)
         bar.update(len(specs))
-        commit_if_pending(pop.epoch)
-        if accs:
-            values = [a for a in accs.values() if a == a]
-            if values:
-                bar.set_postfix_str(f"test acc {min(values):.3f}-{max(values):.3f}", refresh=False)
-    states.drop(group.group)
-    return trained
+        checkpoint(pop.epoch)
+        values = [a for a in accs.values() if a == a]
+        if values:
+            bar.set_postfix_str(f"test acc {min(values):.3f}-{max(values):.3f}", refresh=False)
+    report.step_modes.add(pop.step_mode)
+    report.groups += len(members)
+    for g in members:
+        states.drop(g.group)
+
+
+def slice_state(state: dict, lo: int, hi: int) -> dict:
+    """The training state of models ``lo:hi`` of a population (one group's share)."""
+    return {"epoch": state["epoch"], "params": {k: v[lo:hi].clone() for k, v in state["params"].items()},
+            "buffers": {k: v[lo:hi].clone() for k, v in state["buffers"].items()},
+            "optimizer": {"steps": state["optimizer"]["steps"],
+                          "state": [{k: v[lo:hi].clone() for k, v in s.items()} for s in state["optimizer"]["state"]]},
+            "diverged": state["diverged"][lo:hi].clone(), "wall_time": state["wall_time"],
+            "model_ids": state["model_ids"][lo:hi]}
+
+
+def merge_states(states: Sequence[dict]) -> dict:
+    """Groups' states (all at one epoch) as the state of the population they form, in order."""
+    first = states[0]
+    if any(s["epoch"] != first["epoch"] or s["optimizer"]["steps"] != first["optimizer"]["steps"] for s in states):
+        raise ZooError("cannot merge training states of different epochs into one population")
+    cat = torch.cat
+    return {"epoch": first["epoch"],
+            "params": {k: cat([s["params"][k] for s in states]) for k in first["params"]},
+            "buffers": {k: cat([s["buffers"][k] for s in states]) for k in first["buffers"]},
+            "optimizer": {"steps": first["optimizer"]["steps"], "state": [
+                {k: cat([s["optimizer"]["state"][i][k] for s in states]) for k in first["optimizer"]["state"][i]}
+                for i in range(len(first["optimizer"]["state"]))]},
+            "diverged": cat([s["diverged"] for s in states]), "wall_time": max(s["wall_time"] for s in states),
+            "model_ids": [i for s in states for i in s["model_ids"]]}

@@ -24,40 +24,68 @@ def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class PopulationOptimizer:
-    """Base: ``step(params, grads, lr_factor)`` updates the stacked params in place."""
+    """Base: ``step(params, grads, lr_factor)`` updates the stacked params in place.
+
+    Everything a step reads is a tensor on the parameters' device: the step count (``steps_t``), the
+    per-model hyperparameters and the schedule's factor. A step therefore never synchronizes with the host
+    and has no Python branch on a value, so it can be compiled and captured as part of a training step.
+    The state (moments, momentum buffers) exists from the start, zero-filled: for these optimizers a
+    zero-initialized state gives the same arithmetic as torch's lazily created one.
+    """
+
+    state_keys: tuple[str, ...] = ()
 
     def __init__(self, params: Sequence[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor,
                  momentum: torch.Tensor) -> None:
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
-        self.steps = 0
-        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
+        device = params[0].device if params else torch.device("cpu")
+        self.steps_t = torch.zeros((), dtype=torch.float64, device=device)
+        self.state: list[dict[str, torch.Tensor]] = [{k: torch.zeros_like(p) for k in self.state_keys}
+                                                     for p in params]
+
+    @property
+    def steps(self) -> int:
+        return int(self.steps_t)  # a host read: for state files, never inside a step
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "state": [{k: v.clone() for k, v in s.items()} for s in self.state]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.steps = state["steps"]
-        self.state = [{k: v.clone() for k, v in s.items()} for s in state["state"]]
+        self.steps_t.fill_(state["steps"])
+        for mine, saved in zip(self.state, state["state"]):
+            for k, v in mine.items():  # a state file from before the first step holds no moments: zeros
+                v.copy_(saved[k]) if k in saved else v.zero_()
 
     @torch.no_grad()
-    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr_factor: float = 1.0) -> None:
-        self.steps += 1
-        for p, g, s in zip(params, grads, self.state):
-            lr = _per_model(self.lr, p) * lr_factor if lr_factor != 1.0 else _per_model(self.lr, p)
-            self._update(p, g, s, lr, _per_model(self.weight_decay, p), _per_model(self.momentum, p))
+    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+             lr_factor: torch.Tensor | float = 1.0) -> None:
+        self.steps_t += 1
+        apply_updates(type(self), params, grads, self.state, self.steps_t, self.lr, self.weight_decay,
+                      self.momentum, lr_factor)
 
-    def _update(self, p, g, s, lr, wd, momentum) -> None:  # pragma: no cover - abstract
+    @classmethod
+    def update(cls, p, g, s, lr, wd, momentum, t) -> None:  # pragma: no cover - abstract
+        """One parameter's update; ``t`` is the step count after this step (a float64 tensor)."""
         raise NotImplementedError
 
 
+def apply_updates(kind: type[PopulationOptimizer], params, grads, states, steps_t: torch.Tensor, lr: torch.Tensor,
+                  weight_decay: torch.Tensor, momentum: torch.Tensor, lr_factor: torch.Tensor | float = 1.0) -> None:
+    """Update every stacked parameter in place: a pure function of tensors (compiled with the training step)."""
+    for p, g, s in zip(params, grads, states):
+        kind.update(p, g, s, _per_model(lr, p) * lr_factor, _per_model(weight_decay, p), _per_model(momentum, p),
+                    steps_t)
+
+
 class SGD(PopulationOptimizer):
-    def _update(self, p, g, s, lr, wd, momentum) -> None:
+    state_keys = ("momentum_buffer",)
+
+    @classmethod
+    def update(cls, p, g, s, lr, wd, momentum, t) -> None:
         d = g + wd * p
-        if "momentum_buffer" not in s:
-            s["momentum_buffer"] = d.clone()  # torch: the first step's buffer is the gradient itself
-        else:
-            s["momentum_buffer"].mul_(momentum).add_(d)
-        d = torch.where(momentum != 0, s["momentum_buffer"], d)
+        buf = s["momentum_buffer"]
+        buf.mul_(momentum).add_(d)  # torch's first buffer is the gradient itself: 0 * momentum + d
+        d = torch.where(momentum != 0, buf, d)
         p.sub_(lr * d)
 
 
@@ -65,21 +93,21 @@ class Adam(PopulationOptimizer):
     betas = (0.9, 0.999)
     eps = 1e-8
     decoupled = False
+    state_keys = ("exp_avg", "exp_avg_sq")
 
-    def _update(self, p, g, s, lr, wd, momentum) -> None:
-        b1, b2 = self.betas
-        if self.decoupled:
+    @classmethod
+    def update(cls, p, g, s, lr, wd, momentum, t) -> None:
+        b1, b2 = cls.betas
+        if cls.decoupled:
             p.mul_(1 - lr * wd)
         else:
             g = g + wd * p
-        if "exp_avg" not in s:
-            s["exp_avg"], s["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         m, v = s["exp_avg"], s["exp_avg_sq"]
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        t = self.steps
-        bias1, bias2 = 1 - b1**t, 1 - b2**t
-        denom = (v.sqrt() / math.sqrt(bias2)).add_(self.eps)
+        bias1 = (1 - b1**t).to(p.dtype)
+        bias2_sqrt = (1 - b2**t).sqrt().to(p.dtype)
+        denom = (v.sqrt() / bias2_sqrt).add_(cls.eps)
         p.sub_((lr / bias1) * (m / denom))
 
 
@@ -90,14 +118,14 @@ class AdamW(Adam):
 class RMSprop(PopulationOptimizer):
     alpha = 0.99
     eps = 1e-8
+    state_keys = ("square_avg",)
 
-    def _update(self, p, g, s, lr, wd, momentum) -> None:
+    @classmethod
+    def update(cls, p, g, s, lr, wd, momentum, t) -> None:
         g = g + wd * p
-        if "square_avg" not in s:
-            s["square_avg"] = torch.zeros_like(p)
         sq = s["square_avg"]
-        sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-        p.sub_(lr * (g / (sq.sqrt().add_(self.eps))))
+        sq.mul_(cls.alpha).addcmul_(g, g, value=1 - cls.alpha)
+        p.sub_(lr * (g / (sq.sqrt().add_(cls.eps))))
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
@@ -110,7 +138,7 @@ def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: torch.Tensor, 
     return OPTIMIZERS[name](params, lr, weight_decay, momentum)
 
 
-def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+def lr_factor(schedule: str, step, total_steps: int):
     """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
 
     ``onecycle`` is torch's ``OneCycleLR(max_lr=lr, total_steps=...)`` with its defaults (pct_start 0.3,
@@ -125,6 +153,13 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     final = initial / 1e4
     phase1_end = float(0.3 * total_steps) - 1
     phase2_end = float(total_steps) - 1
+
+    if isinstance(step, torch.Tensor):
+        def cos_t(start: float, end: float, pct: torch.Tensor) -> torch.Tensor:
+            return end + (start - end) / 2.0 * (torch.cos(math.pi * pct) + 1)
+
+        return torch.where(step <= phase1_end, cos_t(initial, 1.0, step / phase1_end),
+                           cos_t(1.0, final, (step - phase1_end) / (phase2_end - phase1_end)))
 
     def cos(start: float, end: float, pct: float) -> float:
         return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)

@@ -12,6 +12,7 @@ structure, which is what makes the group one computation.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from zoo.layout import Layout
 from zoo.manifest import ModelSpec
 from zoo.plan import PER_MODEL
 
-from .augment import augment
 from .init import initialize
-from .optim import lr_factor, make_optimizer
+from .optim import make_optimizer
+from .step import StepKey, StepRunner, choose_mode, precision_context
+from .streams import model_keys, replace_dropout
 
 #: Images per evaluation call, summed over the models (bounds activation memory).
 EVAL_IMAGES = 8192
@@ -39,14 +41,6 @@ def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The order in which model ``seed`` sees the training set in ``epoch`` (1-based). Pure function."""
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
     return torch.randperm(n, generator=g)
-
-
-def epoch_seed(seeds: Sequence[int], epoch: int) -> int:
-    """Seed of the shared randomness (dropout masks, augmentation) of a group in one epoch."""
-    h = epoch
-    for s in seeds:
-        h = (h * 6_364_136_223_846_793_005 + s + 1_442_695_040_888_963_407) % 2**63
-    return h
 
 
 def init_model(spec: ModelSpec, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -65,8 +59,10 @@ class Metrics:
 
 
 class Population:
+    """K models of one structure as one computation: stacked tensors, one step function (``step.py``)."""
+
     def __init__(self, specs: Sequence[ModelSpec], layout: Layout, *, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, compile: str = "off") -> None:
         self.specs = list(specs)
         keys = sorted({k for s in self.specs for k in s.hparams} - PER_MODEL)
         differ = [k for k in keys if len({repr(s.hparams.get(k)) for s in self.specs}) > 1]
@@ -81,12 +77,20 @@ class Population:
         first = self.specs[0]
         self.training = dict(first.training)
         self.activation = first.activation
+        self.compile = compile
+        self.precision = self.training.get("precision", "fp32")
         modules = [init_model(s, dtype) for s in self.specs]
-        self.template = modules[0].to(self.device)
+        # the template is a structure only (functional_call substitutes every tensor): the model with the highest
+        # dropout rate has a dropout module wherever any model of the population has one
+        rates = [float(s.architecture.options.get("dropout", 0.0)) for s in self.specs]
+        self.template = modules[max(range(self.k), key=rates.__getitem__)].to(self.device)
+        self.dropout = tuple(replace_dropout(self.template))
+        self.drop_p = torch.tensor(rates, device=self.device, dtype=dtype)
+        self.keys = model_keys([s.seed for s in self.specs], [s.model_id for s in self.specs], self.device)
         self.params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in modules])
-                       .to(self.device).requires_grad_() for name, _ in self.template.named_parameters()}
+                       .to(self.device) for name, _ in self.template.named_parameters()}
         self.buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in modules]).to(self.device)
-                        for name, _ in self.template.named_buffers()}
+                        for name, _ in self.template.named_buffers() if name.rsplit(".", 1)[0] not in self.dropout}
 
         def per_model(key: str) -> torch.Tensor:
             return torch.tensor([float(s.training[key]) for s in self.specs], device=self.device, dtype=dtype)
@@ -94,8 +98,29 @@ class Population:
         self.optimizer = make_optimizer(self.training["optimizer"], list(self.params.values()), per_model("lr"),
                                         per_model("weight_decay"), per_model("momentum"))
         self.epoch = 0
-        self.diverged = torch.zeros(self.k, dtype=torch.bool)
+        self.diverged_t = torch.zeros(self.k, dtype=torch.bool, device=self.device)
         self.wall_time = 0.0
+        self._runners: dict[int, StepRunner] = {}
+        self._data_id: int | None = None
+        self._orders: torch.Tensor | None = None
+        self._start = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._losses = torch.zeros(self.k, device=self.device, dtype=dtype)
+
+    @property
+    def diverged(self) -> torch.Tensor:
+        """(K,) bool on the host: loss or weights non-finite at some point (read once, at a checkpoint)."""
+        return self.diverged_t.cpu()
+
+    @diverged.setter
+    def diverged(self, value: torch.Tensor) -> None:
+        self.diverged_t = value.to(self.device)
+
+    @property
+    def step_mode(self) -> str:
+        """How the training step runs: eager, compiled or cuda-graph (after the first epoch: as it ran)."""
+        if self._runners:
+            return next(iter(self._runners.values())).mode
+        return choose_mode(self.compile, self.device, self.total_steps(None))
 
     # --- the stacked forward ----------------------------------------------------------------
     def _forward(self, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
@@ -107,52 +132,87 @@ class Population:
             # oneDNN runs 2-3x faster in NHWC; the layout carries through the following layers
             x = (x.contiguous(memory_format=torch.channels_last) if shared_input
                  else x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2))
+        buffers = dict(self.buffers)
+        for name in self.dropout:  # eval mode: dropout is the identity, but functional_call wants every buffer
+            buffers[f"{name}.p"] = self.drop_p
+            buffers[f"{name}.key"] = self.keys
+        with self._autocast():
+            return vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
+                self.params, buffers, x).float()
 
-        return vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
-            self.params, self.buffers, x)
+    def _autocast(self):
+        if self.precision == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # --- training ---------------------------------------------------------------------------
     def steps_per_epoch(self, n_train: int) -> int:
         return -(-n_train // self.training["batch_size"])
 
+    def total_steps(self, n_train: int | None) -> int:
+        n = n_train if n_train is not None else self._n_train
+        return self.steps_per_epoch(n) * self.training["epochs"] if n else 0
+
+    _n_train = 0
+
+    def plan_steps(self, n_train: int) -> None:
+        """Tell the population its training set size before the first epoch (``step_mode`` depends on it)."""
+        self._n_train = n_train
+
+    def _runner(self, train: Split, batch: int) -> StepRunner:
+        """The step for batches of ``batch`` images (an epoch's last batch may be smaller), built once."""
+        if self._data_id != id(train):  # new data: new static buffers for the step
+            self._runners.clear()
+            self._data_id = id(train)
+            self._n_train = train.x.shape[0]
+        if batch not in self._runners:
+            key = StepKey(self.specs[0].architecture.shape_key + (self.activation or ""), self.k, batch,
+                          self.training["optimizer"], self.training["schedule"], self.total_steps(None),
+                          self.training["augmentation"], self.dropout, self.precision, str(self.dtype),
+                          str(self.device))
+            args = (self.params, self.buffers, self.optimizer.state, self.optimizer.steps_t, self.optimizer.lr,
+                    self.optimizer.weight_decay, self.optimizer.momentum, train.x, train.y, self._orders,
+                    self._start, self.keys, self.drop_p, self._losses)
+            mode = choose_mode(self.compile, self.device, self.total_steps(None))
+            self._runners[batch] = StepRunner(self.template, key, mode, args)
+        return self._runners[batch]
+
     def train_epoch(self, train: Split) -> torch.Tensor:
-        """One epoch for every model; returns each model's mean training loss over the epoch."""
+        """One epoch for every model; returns each model's mean training loss over the epoch (on the device)."""
         start = time.perf_counter()
         self.epoch += 1
         n = train.x.shape[0]
         b = self.training["batch_size"]
-        steps = self.steps_per_epoch(n)
-        total = steps * self.training["epochs"]
         orders = torch.stack([data_order(s.seed, self.epoch, n) for s in self.specs]).to(self.device)
-        seed = epoch_seed([s.seed for s in self.specs], self.epoch)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        losses = torch.zeros(self.k, device=self.device, dtype=self.dtype)
-        params = list(self.params.values())
+        if self._orders is None or self._orders.shape != orders.shape:
+            self._orders = orders
+            self._runners.clear()
+        else:
+            self._orders.copy_(orders)  # in place: a captured step reads this very buffer
+        self._start.zero_()
+        self._losses.zero_()
         self.template.train()
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)  # dropout masks: different per model, reproducible per epoch
-            for i in range(steps):
-                idx = orders[:, i * b:(i + 1) * b]
-                x = train.x[idx]
-                if self.training["augmentation"] != "none":
-                    x = augment(x, self.training["augmentation"], gen)
-                y = train.y[idx]
-                logits = self._forward(x, shared_input=False)
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
-                grads = torch.autograd.grad(loss.sum(), params)
-                step = (self.epoch - 1) * steps + i
-                self.optimizer.step(params, grads, lr_factor(self.training["schedule"], step, total))
-                losses += loss.detach() * idx.shape[1]
+        with precision_context(self.precision, self.device):
+            full, last = divmod(n, b)
+            if full:
+                runner = self._runner(train, b)
+                for _ in range(full):
+                    runner.run()
+            if last:
+                self._runner(train, last).run()
+        mean = self._losses / n
+        self.diverged_t |= ~torch.isfinite(mean) | ~self.finite()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the wall time is the device's
         self.wall_time += time.perf_counter() - start
-        mean = losses / n
-        self.diverged |= ~torch.isfinite(mean).cpu() | ~self.finite().cpu()
         return mean
 
     def finite(self) -> torch.Tensor:
+        """(K,) bool on the device: every weight and statistic of the model is finite."""
         ok = torch.ones(self.k, dtype=torch.bool, device=self.device)
         for t in (*self.params.values(), *self.buffers.values()):
             if t.is_floating_point():
-                ok &= torch.isfinite(t.detach().flatten(1)).all(1)
+                ok &= torch.isfinite(t.flatten(1)).all(1)
         return ok
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -177,15 +237,18 @@ class Population:
         """Metrics and provenance of every model at the current epoch."""
         tr, te = self.evaluate(data.train), self.evaluate(data.test)
         va = self.evaluate(data.val) if data.val is not None else None
-        self.diverged |= ~self.finite().cpu()
+        self.diverged_t |= ~self.finite()
+        # one read of every model's metrics: the only host synchronization of an epoch
+        values = torch.stack([tr.loss, tr.acc, te.loss, te.acc, *((va.loss, va.acc) if va is not None else ())]
+                             ).cpu().tolist()
+        diverged = self.diverged.tolist()
         records = []
         for k in range(self.k):
-            rec = {"train_loss": float(tr.loss[k]), "train_acc": float(tr.acc[k]),
-                   "test_loss": float(te.loss[k]), "test_acc": float(te.acc[k]),
-                   "gen_gap": float(tr.acc[k] - te.acc[k]), "wall_time_s": self.wall_time, "device": device_name,
-                   "status": "diverged" if self.diverged[k] else "ok"}
+            rec = {"train_loss": values[0][k], "train_acc": values[1][k], "test_loss": values[2][k],
+                   "test_acc": values[3][k], "gen_gap": values[1][k] - values[3][k], "wall_time_s": self.wall_time,
+                   "device": device_name, "status": "diverged" if diverged[k] else "ok"}
             if va is not None:
-                rec.update(val_loss=float(va.loss[k]), val_acc=float(va.acc[k]))
+                rec.update(val_loss=values[4][k], val_acc=values[5][k])
             records.append(rec)
         return records
 
@@ -198,7 +261,7 @@ class Population:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "params": {k: v.detach().cpu() for k, v in self.params.items()},
                 "buffers": {k: v.cpu() for k, v in self.buffers.items()},
-                "optimizer": self.optimizer.state_dict(), "diverged": self.diverged.clone(),
+                "optimizer": self.optimizer.state_dict(), "diverged": self.diverged,
                 "wall_time": self.wall_time, "model_ids": [s.model_id for s in self.specs]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -210,8 +273,6 @@ class Population:
                 self.params[k].copy_(v.to(self.device))
             for k, v in state["buffers"].items():
                 self.buffers[k].copy_(v.to(self.device))
-        opt = state["optimizer"]
-        self.optimizer.load_state_dict({"steps": opt["steps"], "state": [
-            {k: v.to(self.device) for k, v in s.items()} for s in opt["state"]]})
+        self.optimizer.load_state_dict(state["optimizer"])
         self.diverged = state["diverged"].clone()
         self.wall_time = state["wall_time"]

@@ -1,14 +1,15 @@
-"""Distributed builds on Ray: one task per pending group, each writing its units straight into a shared store.
+"""Distributed builds on Ray: one task per population, each writing its units straight into a shared store.
 
-Why groups, not models (the published zoos ran one Ray Tune trial per model): a group is one vectorized
-computation, so a task trains up to ``group_size`` models for the price of one; and a group owns its units'
-shards and metadata fragments, so tasks never touch the same file and need no coordination beyond the
-store's commit protocol (weights flushed, then the metadata fragment renamed into place).
+Why populations, not models (the published zoos ran one Ray Tune trial per model): a population (whole groups of
+one structure, ``sizing.pack``) is one vectorized computation, so a task trains many models for the price of
+one; and each group owns its units' shards and metadata fragments, so tasks never touch the same file and need
+no coordination beyond the store's commit protocol (weights flushed, then the metadata fragment renamed into
+place). The driver packs populations of ``population`` models (default: the CPU size of ``sizing.py``; pass a
+larger one for GPU workers).
 
 Failures: a task whose worker dies is retried by Ray (``max_retries``); the retry reads the committed units
-and the group's saved training state (``STORE/.build``) and redoes only the epochs since the last committed
-checkpoint (on an object-store URL there is no saved state: it retrains the group and skips writing the
-committed units). A driver that dies takes its tasks
+and its groups' saved training states (``STORE/.build``) and redoes only the epochs since the last committed
+checkpoint. A driver that dies takes its tasks
 with it; running it again resubmits the groups that still have uncommitted units. The bytes are the same
 either way, because a group's computation is a pure function of the manifest (bit-identical on CPU).
 
@@ -34,7 +35,8 @@ from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Unit
 from zoo.store import create
 
-from .build import BuildReport, _States, build_group
+from . import sizing
+from .build import BuildReport, _States, build_groups, check_population
 
 #: Architectures with at least this many parameters get a whole GPU per group by default (a ResNet-18 group
 #: saturates one); smaller ones share a GPU, since a small-CNN group step is bound by kernel launches and
@@ -63,11 +65,11 @@ def default_gpus_per_group(manifest: Manifest) -> float:
 
 @dataclass
 class RayBuildReport(BuildReport):
-    tasks: int = 0  # groups submitted
+    tasks: int = 0  # populations submitted (one task each)
     retries: int = 0  # task attempts beyond the first (workers that died)
     gpus_per_group: float = 0.0
     ray_init_s: float = 0.0
-    failed: dict[int, str] = field(default_factory=dict)  # group -> error, after all retries
+    failed: dict[int, str] = field(default_factory=dict)  # a task's first group -> error, after all retries
 
 
 def _progress_actor_class():
@@ -108,19 +110,21 @@ class _ReportingBar:
         pass
 
 
-def _run_group(manifest: dict, out: str, group: int, device: str, progress, after_unit,
+def _run_group(manifest: dict, out: str, groups: list[int], models: int, device: str, progress, after_unit,
                storage_options: dict | None) -> dict[str, Any]:
-    """The Ray task: one group, committed unit by unit into the shared store."""
+    """The Ray task: one population of groups, committed unit by unit into the shared store."""
+    group = groups[0]  # the task's name in the progress actor
     _import_ray().get(progress.start.remote(group))  # synchronous: the driver counts retries from these
     bar = _ReportingBar(progress, group)
     try:
-        r = build_group(manifest, out, group, device=device, datasets=_DATASETS, bar=bar, after_unit=after_unit,
-                        storage_options=storage_options)
+        r = build_groups(manifest, out, groups, device=device, population=models,
+                         datasets=_DATASETS, bar=bar, after_unit=after_unit, storage_options=storage_options)
     except StoreNotFoundError as e:
         raise StoreNotFoundError(f"{e} (on node {socket.gethostname()}): the store must be on a file system or "
                                  "object store that every node of the cluster sees") from None
     return {"group": group, "units_written": r.units_written, "units_skipped": r.units_skipped,
-            "model_epochs": r.model_epochs, "diverged": sorted(r.diverged), "seconds": r.seconds}
+            "model_epochs": r.model_epochs, "groups": r.groups, "diverged": sorted(r.diverged),
+            "seconds": r.seconds}
 
 
 def _check_options(device: str, gpus_per_group: float | None, max_retries: int) -> None:
@@ -148,7 +152,7 @@ def _resources(ray, manifest: Manifest, device: str, gpus_per_group: float | Non
 
 def ray_build(manifest: Manifest | str | Path, out: str | Path, *, address: str | None = None,
               device: str = "auto", gpus_per_group: float | None = None, group_size: int | None = None,
-              max_retries: int = 3, quiet: bool = False, after_unit: Callable[[Unit], None] | None = None,
+              population: int | None = None, max_retries: int = 3, quiet: bool = False, after_unit: Callable[[Unit], None] | None = None,
               storage_options: dict | None = None, poll_s: float = 0.2) -> RayBuildReport:
     """Build every pending group of ``manifest`` into ``out`` as Ray tasks.
 
@@ -162,6 +166,7 @@ def ray_build(manifest: Manifest | str | Path, out: str | Path, *, address: str 
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     _check_options(device, gpus_per_group, max_retries)
+    check_population(population)
     started = not ray.is_initialized()
     t0 = time.perf_counter()
     if started:
@@ -171,15 +176,16 @@ def ray_build(manifest: Manifest | str | Path, out: str | Path, *, address: str 
         num_gpus, task_device = _resources(ray, manifest, device, gpus_per_group)
         writer = create(out, manifest, group_size=group_size, storage_options=storage_options)
         report = RayBuildReport(writer.url, gpus_per_group=num_gpus, ray_init_s=init_s)
-        _drive(ray, writer, writer.plan, num_gpus, task_device, max_retries, quiet, after_unit, poll_s, report)
+        _drive(ray, writer, writer.plan, num_gpus, task_device, population, max_retries, quiet, after_unit, poll_s,
+               report)
     finally:
         if started:
             ray.shutdown()
     return report
 
 
-def _drive(ray, writer, plan, num_gpus: float, task_device: str, max_retries: int, quiet: bool, after_unit,
-           poll_s: float, report: RayBuildReport) -> None:
+def _drive(ray, writer, plan, num_gpus: float, task_device: str, population: int | None, max_retries: int,
+           quiet: bool, after_unit, poll_s: float, report: RayBuildReport) -> None:
     start = time.perf_counter()
     units_of: dict[int, list[int]] = {}
     for u in plan.units:
@@ -188,9 +194,9 @@ def _drive(ray, writer, plan, num_gpus: float, task_device: str, max_retries: in
     pending = [g for g in plan.groups if any(u not in before for u in units_of[g.group])]
     report.units_skipped = len(before & set(u.unit_id for u in plan.units))
     epochs = writer.manifest.training["epochs"]
-    size = {g.group: len(g.model_ids) * epochs for g in plan.groups}
-    initial = sum(size.values()) - sum(size[g.group] for g in pending)
-    bar = tqdm(total=sum(size.values()), initial=initial, unit="model-epoch", disable=quiet, dynamic_ncols=True,
+    total = sum(len(g.model_ids) for g in plan.groups) * epochs
+    initial = total - sum(len(g.model_ids) for g in pending) * epochs
+    bar = tqdm(total=total, initial=initial, unit="model-epoch", disable=quiet, dynamic_ncols=True,
                desc=f"{writer.manifest.name} (ray)")
     progress = ray.remote(num_cpus=0)(_progress_actor_class()).remote()
     ray.get(progress.snapshot.remote())  # up before any task reports to it
@@ -198,8 +204,15 @@ def _drive(ray, writer, plan, num_gpus: float, task_device: str, max_retries: in
     task = ray.remote(_run_group).options(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries,
                                           retry_exceptions=[torch.cuda.OutOfMemoryError])
     manifest_ref = ray.put(writer.attrs["manifest"])
-    refs = {task.remote(manifest_ref, writer.url, g.group, task_device, progress, after_unit,
-                        writer.storage_options or None): g.group for g in pending}
+    limit = population if population is not None else (
+        lambda spec: sizing.population_size(spec.architecture, dict(spec.training), torch.device("cpu"))[0])
+    populations = sizing.pack(pending, writer.manifest, limit)
+    # a task is named by its first group; its size is its model-epochs
+    size = {pop[0].group: sum(len(g.model_ids) for g in pop) * epochs for pop in populations}
+    members = {pop[0].group: [g.group for g in pop] for pop in populations}
+    refs = {task.remote(manifest_ref, writer.url, [g.group for g in pop], sum(len(g.model_ids) for g in pop),
+                        task_device, progress, after_unit, writer.storage_options or None): pop[0].group
+            for pop in populations}
     report.tasks = len(refs)
     finished: set[int] = set()
     attempts: dict[int, int] = {}
@@ -217,12 +230,11 @@ def _drive(ray, writer, plan, num_gpus: float, task_device: str, max_retries: in
                     continue
                 finished.add(group)
                 report.model_epochs += result["model_epochs"]
-                report.groups += result["model_epochs"] > 0
+                report.groups += result["groups"]
                 report.diverged.update(result["diverged"])
             reached, attempts = ray.get(progress.snapshot.remote())
-            bar.n = initial + sum(size[g] if g in finished else min(reached.get(g, 0), size[g])
-                                  for g in (p.group for p in pending))
-            bar.set_postfix_str(f"{len(finished)}/{len(pending)} groups, {len(refs)} queued or running",
+            bar.n = initial + sum(size[g] if g in finished else min(reached.get(g, 0), size[g]) for g in size)
+            bar.set_postfix_str(f"{len(finished)}/{len(size)} populations, {len(refs)} queued or running",
                                 refresh=False)
             bar.refresh()
     except BaseException:  # Ctrl-C or a bad-input error: stop the tasks (a unit in flight is simply redone)
@@ -239,7 +251,8 @@ def _drive(ray, writer, plan, num_gpus: float, task_device: str, max_retries: in
     if len(after) >= len(plan.units):
         _States(writer).remove_all()
     if report.failed:
-        listed = "; ".join(f"group {g}: {e}" for g, e in sorted(report.failed.items())[:5])
-        raise ZooError(f"{len(report.failed)} group(s) failed (a task whose worker dies is retried up to "
+        listed = "; ".join(f"groups {', '.join(map(str, members[g]))}: {e}"
+                           for g, e in sorted(report.failed.items())[:5])
+        raise ZooError(f"{len(report.failed)} task(s) failed (a task whose worker dies is retried up to "
                        f"{max_retries} times): {listed}; their committed units are kept: rerun the same command "
                        "to continue")

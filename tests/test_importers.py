@@ -648,13 +648,15 @@ def test_grouping_by_architecture_fills_units_and_is_refused_by_the_trainer():
               for i in range(5)]
     data = {**BASE, "population": {"models": models}}
     by_structure = Plan(Manifest.from_dict(data), group_size=4)
-    assert [g.model_ids for g in by_structure.groups] == [(0,), (1,), (2,), (3,), (4,)]  # dropout is structure
+    assert [g.model_ids for g in by_structure.groups] == [(0, 2, 4), (1, 3)]  # dropout is a per-model rate
+    version1 = Plan(Manifest.from_dict(data), group_size=4, version=1)  # format-1 stores: dropout was structure
+    assert [g.model_ids for g in version1.groups] == [(0,), (1,), (2,), (3,), (4,)]
     m = Manifest.from_dict({**data, "population": {"models": models, "grouping": "architecture"}})
     assert [g.model_ids for g in Plan(m, group_size=4).groups] == [(0, 1, 2, 3), (4,)]
     from builders.population import Population
 
-    with pytest.raises(ZooError, match=r"models \[0, 1, 2, 3\] differ in activation, dropout: one population "
-                                       r"trains only models that share everything but init, init_std, lr, "
+    with pytest.raises(ZooError, match=r"models \[0, 1, 2, 3\] differ in activation: one population "
+                                       r"trains only models that share everything but dropout, init, init_std, lr, "
                                        r"momentum, seed, weight_decay"):
         Population(m.models[:4], m.models[0].architecture.layout)
     with pytest.raises(ManifestError, match=r"field 'population.grouping': got 'model'; allowed: architecture, "

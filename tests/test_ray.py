@@ -119,7 +119,8 @@ def test_ray_build_equals_local_build_bit_for_bit(cluster, tiny, tmp_path):
     manifest, local = tiny
     report = ray_build(manifest, tmp_path / "ray.zoo", group_size=2, quiet=True)
     units = len(zoo.open(local).plan.units)
-    assert (report.units_written, report.units_skipped, report.tasks, report.retries) == (units, 0, 6, 0)
+    # one task per population: the 6 groups of 2 are 2 structures (activations), each one population
+    assert (report.units_written, report.units_skipped, report.tasks, report.retries) == (units, 0, 2, 0)
     assert report.model_epochs == 12 * 3 and report.gpus_per_group == 0.0
     meta = zoo.open(local).metadata
     diverged = {m for m, s in zip(meta.column("model_id").to_pylist(), meta.column("status").to_pylist())
@@ -159,9 +160,10 @@ def test_task_failing_past_its_retries_is_reported_and_a_rerun_completes(cluster
             os.kill(os.getpid(), signal.SIGKILL)
 
     out = tmp_path / "ray.zoo"
-    with pytest.raises(zoo.ZooError, match=r"^1 group\(s\) failed \(a task whose worker dies is retried up to 0 "
-                                           r"times\): group 0: .*rerun the same command to continue$"):
-        ray_build(manifest, out, group_size=2, quiet=True, max_retries=0, after_unit=kill_group_0)
+    with pytest.raises(zoo.ZooError, match=r"^1 task\(s\) failed \(a task whose worker dies is retried up to 0 "
+                                           r"times\): groups 0: .*rerun the same command to continue$"):
+        # populations of one group: the task of group 0 fails alone
+        ray_build(manifest, out, group_size=2, population=2, quiet=True, max_retries=0, after_unit=kill_group_0)
     z = zoo.open(out)
     assert z.status()["units_done"] == len(z.plan.units) - 2  # group 0 committed its epoch-0 unit, then died
     assert zoo.verify(out).ok
@@ -233,7 +235,8 @@ def test_load_many_units_then_verify_and_status_agree(cluster, tmp_path, capsys)
     assert main(["build", str(manifest), "-o", str(out), "--backend", "ray", "--group-size", "4", "--quiet",
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["backend"], summary["tasks"], summary["units_written"], summary["retries"]) == ("ray", 76, 228, 0)
+    # 76 groups of up to 4 models in 6 populations of up to 64 (one task each)
+    assert (summary["backend"], summary["tasks"], summary["units_written"], summary["retries"]) == ("ray", 6, 228, 0)
     assert summary["model_epochs"] == 300 * 2
     assert main(["verify", str(out), "--json"]) == 0
     verified = json.loads(capsys.readouterr().out)

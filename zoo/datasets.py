@@ -21,20 +21,21 @@ class DatasetInfo:
     channels: int
     size: int  # native square side in pixels
     source: str  # where the pixels come from (torchvision class, folder, sklearn)
+    train_size: int = 0  # images in the train split (before a manifest's val_size hold-out)
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 for _info in (
-    DatasetInfo("mnist", 10, 1, 28, "torchvision.datasets.MNIST"),
-    DatasetInfo("fashion-mnist", 10, 1, 28, "torchvision.datasets.FashionMNIST"),
-    DatasetInfo("cifar10", 10, 3, 32, "torchvision.datasets.CIFAR10"),
-    DatasetInfo("cifar100", 100, 3, 32, "torchvision.datasets.CIFAR100"),
-    DatasetInfo("svhn", 10, 3, 32, "torchvision.datasets.SVHN"),
-    DatasetInfo("usps", 10, 1, 16, "torchvision.datasets.USPS"),
-    DatasetInfo("stl10", 10, 3, 96, "torchvision.datasets.STL10"),
-    DatasetInfo("tiny-imagenet", 200, 3, 64, "image folder (Tiny-ImageNet layout)"),
-    DatasetInfo("digits", 10, 1, 8, "sklearn.datasets.load_digits (bundled, offline)"),
+    DatasetInfo("mnist", 10, 1, 28, "torchvision.datasets.MNIST", 60000),
+    DatasetInfo("fashion-mnist", 10, 1, 28, "torchvision.datasets.FashionMNIST", 60000),
+    DatasetInfo("cifar10", 10, 3, 32, "torchvision.datasets.CIFAR10", 50000),
+    DatasetInfo("cifar100", 100, 3, 32, "torchvision.datasets.CIFAR100", 50000),
+    DatasetInfo("svhn", 10, 3, 32, "torchvision.datasets.SVHN", 73257),
+    DatasetInfo("usps", 10, 1, 16, "torchvision.datasets.USPS", 7291),
+    DatasetInfo("stl10", 10, 3, 96, "torchvision.datasets.STL10", 5000),
+    DatasetInfo("tiny-imagenet", 200, 3, 64, "image folder (Tiny-ImageNet layout)", 100000),
+    DatasetInfo("digits", 10, 1, 8, "sklearn.datasets.load_digits (bundled, offline)", 1438),
 ):
     DATASETS.register(_info.name, _info)
 

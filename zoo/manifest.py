@@ -54,6 +54,8 @@ SCHEDULES = ("constant", "onecycle")
 INITS = ("default", "uniform", "normal", "truncated_normal", "orthogonal", "kaiming_uniform", "kaiming_normal",
          "xavier_uniform", "xavier_normal")
 AUGMENTATIONS = ("none", "crop_flip", "flip_rotate")
+PRECISIONS = ("fp32", "tf32", "bf16-mixed")
+COMPILE = ("auto", "off")
 
 #: The manifest's fields, section by section. ``architecture`` also takes the chosen architecture's options.
 SECTIONS: dict[str, dict[str, Field]] = {
@@ -91,6 +93,12 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "init_std": Field((float, type(None)), None, positive=True, doc="std of normal/truncated_normal init"),
         "train_fraction": Field(float, 1.0, positive=True, doc="fraction of the train split used (<= 1)"),
         "augmentation": Field(str, "none", choices=AUGMENTATIONS),
+        "precision": Field(str, "fp32", choices=PRECISIONS,
+                           doc="fp32 (default: reproducible, as the published zoos), or tf32 / bf16-mixed for GPU "
+                               "recipes; recorded per checkpoint in the 'precision' column"),
+        "compile": Field(str, "auto", choices=COMPILE,
+                         doc="auto: the training step runs as a CUDA graph on a GPU, compiled on a CPU for long "
+                             "populations; off: eager. Recorded per checkpoint in the 'step_mode' column"),
     },
     "population": {
         "seeds": Field((list, dict), None, doc="required unless `models` lists every model"),
@@ -109,8 +117,12 @@ SECTIONS: dict[str, dict[str, Field]] = {
 }
 #: Sections whose fields may vary between models (grid, random draws) and become metadata columns.
 VARYING_SECTIONS = ("architecture", "training")
-#: Training fields that must be equal across a zoo (they fix the number of checkpoints).
-FIXED_FIELDS = ("training.epochs",)
+#: Training fields that must be equal across a zoo (epochs fix the number of checkpoints; precision and
+#: compile say how the whole build runs).
+FIXED_FIELDS = ("training.epochs", "training.precision", "training.compile")
+#: Training fields about how a build runs, not what a model is: no hyperparameter columns (the store records
+#: their effect per checkpoint: 'precision' and 'step_mode').
+RUN_FIELDS = ("precision", "compile")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -308,7 +320,8 @@ class Manifest:
         if section not in VARYING_SECTIONS or not name:
             raise r.error(where, f"got {path!r}; keys are 'architecture.FIELD' or 'training.FIELD'")
         if path in FIXED_FIELDS:
-            raise r.error(where, f"{path} cannot vary within one zoo (it fixes the checkpoints)")
+            raise r.error(where, f"{path} cannot vary within one zoo (it fixes the checkpoints or how the whole "
+                                 "build runs)")
         if name in SECTIONS[section]:
             return SECTIONS[section][name]
         if section == "architecture":
@@ -416,7 +429,8 @@ class Manifest:
         models = []
         for architecture, training, seeds in configs:
             for seed in seeds:
-                hparams = {"architecture": architecture.name, **architecture.options, **training, "seed": seed,
+                recipe = {k: v for k, v in training.items() if k not in RUN_FIELDS}
+                hparams = {"architecture": architecture.name, **architecture.options, **recipe, "seed": seed,
                            "dataset": self.dataset["name"]}
                 models.append(ModelSpec(len(models), seed, arch_ids[architecture.shape_key], architecture,
                                         training, hparams))
@@ -439,7 +453,8 @@ class Manifest:
             for name, opt in ARCHITECTURES.get(arch).options.items():
                 columns[name] = opt.kind if isinstance(opt.kind, type) else opt.kind[0]
         for name, spec in SECTIONS["training"].items():
-            columns[name] = spec.kind if isinstance(spec.kind, type) else spec.kind[0]
+            if name not in RUN_FIELDS:
+                columns[name] = spec.kind if isinstance(spec.kind, type) else spec.kind[0]
         columns["seed"] = int
         columns["dataset"] = str
         return columns

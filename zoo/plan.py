@@ -2,8 +2,10 @@
 
 A *group* is up to ``group_size`` models that share architecture and recipe
 structure (everything but per-model values: seed, learning rate, weight
-decay, momentum and init), so one vectorized computation can train them.
-The dropout rate is structure: a module's dropout probability is one number. Manifests with
+decay, momentum, init and dropout rate), so one vectorized computation can
+train them. The group is the unit of *storage*; a build trains as many groups
+of one structure together as fit its device (a *population*, chosen by the
+builder), which changes no byte of the store. Manifests with
 ``population.grouping = "architecture"`` (imported zoos: nothing trains) group any models of one layout. A
 *unit of work* is one group at one checkpoint epoch. Row layout in an
 architecture's weights array: group-major, then checkpoint epoch, then slot,
@@ -23,8 +25,15 @@ from functools import cached_property
 from .errors import ZooError
 from .manifest import Manifest, ModelSpec
 
-#: Hyperparameters that may differ inside one vectorized group (per-model values of one computation).
-PER_MODEL = frozenset({"seed", "lr", "weight_decay", "momentum", "init", "init_std"})
+#: Hyperparameters that may differ inside one vectorized group (per-model values of one computation), by plan
+#: version. Version 1 (stores of format 1) grouped by dropout rate too, so every Small CNN Zoo model, which draws
+#: its own rate, was a group of one; version 2 makes the rate a per-model mask probability.
+PER_MODEL_BY_VERSION = {
+    1: frozenset({"seed", "lr", "weight_decay", "momentum", "init", "init_std"}),
+    2: frozenset({"seed", "lr", "weight_decay", "momentum", "init", "init_std", "dropout"}),
+}
+PLAN_VERSION = 2
+PER_MODEL = PER_MODEL_BY_VERSION[PLAN_VERSION]
 #: Target bytes of one unit (one shard file) when choosing a default group size.
 UNIT_BYTES = 256 * 2**20
 MAX_GROUP = 64
@@ -54,7 +63,14 @@ class Group:
 
 
 class Plan:
-    def __init__(self, manifest: Manifest, group_size: int | None = None) -> None:
+    """Groups and units of a manifest: where every checkpoint lives. ``version`` is the store's recorded plan
+    version (stores keep the plan they were created with)."""
+
+    def __init__(self, manifest: Manifest, group_size: int | None = None, version: int = PLAN_VERSION) -> None:
+        if version not in PER_MODEL_BY_VERSION:
+            raise ZooError(f"plan version {version!r}; this library knows {sorted(PER_MODEL_BY_VERSION)}")
+        self.version = version
+        self.per_model = PER_MODEL_BY_VERSION[version]
         self.manifest = manifest
         if group_size is None:
             group_size = min(default_group_size(4 * a.layout.size) for a in manifest.architectures.values())
@@ -68,7 +84,7 @@ class Plan:
         buckets: dict[tuple[str, str], list[ModelSpec]] = {}
         by_structure = self.manifest.population.get("grouping", "structure") == "structure"
         for m in self.manifest.models:
-            structure = {k: v for k, v in m.hparams.items() if k not in PER_MODEL} if by_structure else {}
+            structure = {k: v for k, v in m.hparams.items() if k not in self.per_model} if by_structure else {}
             buckets.setdefault((m.arch_id, json.dumps(structure, sort_keys=True)), []).append(m)
         groups, per_arch = [], {}
         for (arch_id, _), models in buckets.items():
@@ -114,6 +130,7 @@ class Plan:
             "units": len(self.units),
             "groups": len(self.groups),
             "group_size": self.group_size,
+            "plan_version": self.version,
             "architectures": {k: a.layout.num_params for k, a in archs.items()},
             "row_lengths": {k: a.layout.size for k, a in archs.items()},
             "store_bytes": sum(4 * archs[m.arch_id].layout.size for m in self.manifest.models) * len(self.epochs),

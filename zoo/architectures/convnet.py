@@ -28,7 +28,6 @@ class ConvNet(nn.Module):
         self.pools = list(pools)
         self.global_pool = global_pool
         self.act = ACTIVATIONS[activation]()
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.convs = []
         c_in = in_shape[0]
         for i, (c, k) in enumerate(zip(channels, kernels), start=1):
@@ -36,6 +35,10 @@ class ConvNet(nn.Module):
             setattr(self, f"conv{i}", layer)
             self.convs.append(f"conv{i}")
             c_in = c
+        # one dropout module per application (after each conv, and after the hidden dense), so a population
+        # trainer can give each its own random stream
+        self.dropouts = nn.ModuleList(nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+                                      for _ in range(len(self.convs) + (1 if hidden else 0)))
         with torch.no_grad():
             features = self._features(torch.zeros(1, *in_shape)).shape[1]
         if hidden:
@@ -45,17 +48,17 @@ class ConvNet(nn.Module):
             self.fc = nn.Linear(features, num_classes)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        for name, pool in zip(self.convs, self.pools):
+        for i, (name, pool) in enumerate(zip(self.convs, self.pools)):
             x = getattr(self, name)(x)
             if pool:
                 x = nn.functional.max_pool2d(x, 2, 2)
-            x = self.drop(self.act(x))
+            x = self.dropouts[i](self.act(x))
         return x.mean(dim=(2, 3)) if self.global_pool else x.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._features(x)
         if hasattr(self, "fc1"):
-            return self.fc2(self.drop(self.act(self.fc1(x))))
+            return self.fc2(self.dropouts[-1](self.act(self.fc1(x))))
         return self.fc(x)
 
 

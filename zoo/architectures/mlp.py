@@ -19,16 +19,18 @@ class MLP(nn.Module):
                  activation: str, dropout: float) -> None:
         super().__init__()
         self.act = ACTIVATIONS[activation]()
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         sizes = [math.prod(in_shape), *hidden, num_classes]
         self.depth = len(sizes) - 1
         for i in range(self.depth):
             setattr(self, f"fc{i + 1}", nn.Linear(sizes[i], sizes[i + 1]))
+        # one module per application, so a population trainer can give each its own random stream
+        self.dropouts = nn.ModuleList(nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+                                      for _ in range(self.depth - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         for i in range(1, self.depth):
-            x = self.drop(self.act(getattr(self, f"fc{i}")(x)))
+            x = self.dropouts[i - 1](self.act(getattr(self, f"fc{i}")(x)))
         return getattr(self, f"fc{self.depth}")(x)
 
 

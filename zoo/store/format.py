@@ -18,7 +18,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_NAME = "weightzoo"
-FORMAT_VERSION = 1
+#: Version 2 (this library) adds the ``plan_version`` attribute (dropout rates no longer split groups) and the
+#: ``precision`` and ``step_mode`` columns; version 1 stores are read as they are (their plan is version 1).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ATTRS_KEY = "weightzoo"
 WEIGHTS_GROUP = "weights"
 METADATA_DIR = "metadata"
@@ -48,6 +51,8 @@ METRIC_COLUMNS: dict[str, pa.DataType] = {
 RUN_COLUMNS: dict[str, pa.DataType] = {
     "wall_time_s": pa.float64(),
     "device": pa.string(),
+    "precision": pa.string(),  # training.precision: fp32, tf32 or bf16-mixed
+    "step_mode": pa.string(),  # how the training step ran: eager, compiled or cuda-graph
     "torch_version": pa.string(),
     "weightzoo_version": pa.string(),
 }

@@ -61,9 +61,9 @@ class Zoo:
         if not attrs or attrs.get("format") != fmt.FORMAT_NAME:
             raise StoreNotFoundError(f"{self.url}: a zarr group, but not a weightzoo store (no '{fmt.ATTRS_KEY}' "
                                      "attribute)")
-        if attrs.get("format_version") != fmt.FORMAT_VERSION:
+        if attrs.get("format_version") not in fmt.READABLE_VERSIONS:
             raise StoreError(f"{self.url}: format version {attrs.get('format_version')!r}; this library reads "
-                             f"{fmt.FORMAT_VERSION}")
+                             f"{', '.join(map(str, fmt.READABLE_VERSIONS))}")
         self.attrs: dict[str, Any] = attrs
         self._readers: dict[str, RowReader] = {}
         self._arrays: dict[str, zarr.Array] = {}
@@ -119,7 +119,7 @@ class Zoo:
 
     @cached_property
     def plan(self) -> Plan:
-        return Plan(self.manifest, self.attrs["group_size"])
+        return Plan(self.manifest, self.attrs["group_size"], self.attrs.get("plan_version", 1))
 
     @property
     def arch_ids(self) -> list[str]:

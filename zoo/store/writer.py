@@ -187,6 +187,7 @@ def store_attributes(manifest: Manifest, plan: Plan, compressor: str | None) -> 
         "manifest": manifest.to_dict(),
         "manifest_source": manifest.source,
         "group_size": plan.group_size,
+        "plan_version": plan.version,
         "checkpoint_epochs": list(plan.epochs),
         "models": len(manifest.models),
         "units": len(plan.units),

@@ -1,0 +1,220 @@
+"""The training step of a population: one pure function of tensors, run eager, compiled or captured.
+
+One call trains every model of a population for one batch: gather each model's batch from the device-resident
+dataset by its own data order, augment it, forward and backward every model under ``vmap(grad(...))``, and
+update every model with its own learning rate, weight decay and momentum. Everything it reads is a tensor on
+the device (the step counters too), it branches on no value and reads nothing back to the host, so the same
+function runs
+
+- eagerly (``eager``),
+- compiled by ``torch.compile(fullgraph=True)`` (``compiled``): one-time cost per population shape, cached
+  across the groups of a build (see ``StepKey``), or
+- on CUDA, compiled and then captured once per population as a CUDA graph (``cuda-graph``): one launch per
+  step instead of hundreds, which is what a GPU needs for small CNNs (DESIGN.md section 4).
+
+Mutated in place: parameters, buffers (BatchNorm statistics), optimizer state, the step counters and the
+loss accumulator; the caller's tensors are the graph's static buffers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from .augment import crop_flip, flip_rotate, MAX_DEGREES, PADDING
+from .optim import OPTIMIZERS, apply_updates, lr_factor
+from .streams import combine, uniform
+
+#: Salts of the per-model streams: augmentation draws and the per-step key.
+AUG_SALT = 0xA06
+#: ``training.compile`` values.
+COMPILE_CHOICES = ("auto", "off")
+#: On CPU, ``auto`` compiles when a population runs at least this many steps: compiling costs tens of
+#: seconds once per shape, and saves a few milliseconds per step.
+CPU_COMPILE_MIN_STEPS = 20_000
+PRECISIONS = ("fp32", "tf32", "bf16-mixed")
+
+
+@dataclass(frozen=True)
+class StepKey:
+    """Everything that shapes the traced step. Two populations with equal keys share one compiled function."""
+
+    arch: str  # the architecture's shape key (its layout) and activation: the template's structure
+    models: int
+    batch: int
+    optimizer: str
+    schedule: str
+    total_steps: int
+    augmentation: str
+    dropout: tuple[str, ...]  # names of the stream-dropout modules
+    precision: str
+    dtype: str
+    device: str
+
+
+def make_step(template: nn.Module, key: StepKey) -> Callable:
+    """The pure step for ``template`` (a structure only: its own tensors are never read)."""
+    kind = OPTIMIZERS[key.optimizer]
+    b = key.batch
+    autocast = key.precision == "bf16-mixed"
+    device_type = torch.device(key.device).type
+
+    def loss_one(params, buffers, x, y):
+        with (torch.autocast(device_type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()):
+            logits = functional_call(template, (params, buffers), (x,))
+        loss = F.cross_entropy(logits.float(), y)
+        return loss, loss
+
+    per_model_grad = vmap(grad(loss_one, has_aux=True), in_dims=(0, 0, 0, 0), randomness="different")
+
+    def step(params: dict, buffers: dict, states: list, steps_t: torch.Tensor, lr: torch.Tensor,
+             weight_decay: torch.Tensor, momentum: torch.Tensor, train_x: torch.Tensor, train_y: torch.Tensor,
+             orders: torch.Tensor, start: torch.Tensor, keys: torch.Tensor, drop_p: torch.Tensor,
+             losses: torch.Tensor) -> None:
+        cols = start + torch.arange(b, device=orders.device)
+        idx = orders.index_select(1, cols)  # (K, b): each model's own batch
+        x = train_x[idx]
+        y = train_y[idx]
+        step_key = combine(keys, steps_t.to(torch.int64))
+        if key.augmentation != "none":
+            x = _augment(x, key.augmentation, step_key)
+        if x.dim() == 5:  # channels-last: the grouped conv vmap lowers to runs 2-3x faster on CPU (oneDNN)
+            x = x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)
+        bufs = dict(buffers)
+        for name in key.dropout:
+            bufs[f"{name}.p"] = drop_p
+            bufs[f"{name}.key"] = step_key
+        grads, loss = per_model_grad(params, bufs, x, y)
+        steps_t += 1
+        factor = lr_factor(key.schedule, steps_t - 1, key.total_steps)
+        names = list(params)
+        apply_updates(kind, [params[n] for n in names], [grads[n] for n in names], states, steps_t, lr,
+                      weight_decay, momentum, factor)
+        losses += loss.detach().to(losses.dtype) * b
+        start += b
+
+    return step
+
+
+def _augment(x: torch.Tensor, kind: str, step_key: torch.Tensor) -> torch.Tensor:
+    """Augment (K, b, C, H, W) with draws from each model's own stream (``augment.py`` has the kinds)."""
+    k, b = x.shape[:2]
+    u = uniform(step_key, (b, 3), salt=AUG_SALT).reshape(k * b, 3)
+    flat = x.reshape(k * b, *x.shape[2:])
+    if kind == "crop_flip":
+        offsets = (u[:, :2] * (2 * PADDING + 1)).to(torch.int64).clamp_(max=2 * PADDING)
+        out = crop_flip(flat, offsets, u[:, 2] < 0.5)
+    else:
+        out = flip_rotate(flat, u[:, 0] < 0.5, (u[:, 1] * 2 - 1) * MAX_DEGREES)
+    return out.reshape(x.shape)
+
+
+# --- running it -------------------------------------------------------------------------------------------
+_COMPILED: dict[StepKey, Callable] = {}
+
+
+def compiled_step(template: nn.Module, key: StepKey) -> Callable:
+    """``torch.compile(make_step(...), fullgraph=True)``, once per key for the life of the process."""
+    if key not in _COMPILED:
+        import torch._dynamo
+
+        # every population shape of a build is its own compiled step; keep them all
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        _COMPILED[key] = torch.compile(make_step(template, key), fullgraph=True, dynamic=False)
+    return _COMPILED[key]
+
+
+class StepRunner:
+    """Runs one population's step in the chosen mode; falls back to eager, saying why, when it cannot.
+
+    ``args`` are the population's tensors (the static buffers of a captured graph). ``run()`` is one step
+    with ``start`` pointing at the batch; the last, smaller batch of an epoch uses its own runner.
+    """
+
+    def __init__(self, template: nn.Module, key: StepKey, mode: str, args: tuple) -> None:
+        self.key, self.args, self.mode = key, args, mode
+        self.eager = make_step(template, key)
+        self.fn = self.eager
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._pending_capture = False
+        if mode in ("compiled", "cuda-graph"):
+            try:
+                self.fn = compiled_step(template, key)
+            except Exception as e:  # noqa: BLE001 - any failure to compile means: run eagerly
+                self._fallback(f"torch.compile is not available here ({type(e).__name__}: {e})")
+        self._pending_capture = self.mode == "cuda-graph"
+
+    def _fallback(self, why: str) -> None:
+        warnings.warn(f"training step: {why}; training eagerly (same results, slower)", RuntimeWarning,
+                      stacklevel=3)
+        self.mode, self.fn, self.graph, self._pending_capture = "eager", self.eager, None, False
+
+    def run(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        if self._pending_capture:
+            self._capture()
+            return
+        try:
+            self.fn(*self.args)
+        except Exception as e:  # noqa: BLE001
+            if self.fn is self.eager:
+                raise
+            self._fallback(f"the compiled step failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+            self.eager(*self.args)  # compilation fails before the step changes anything
+
+    def _capture(self) -> None:
+        """Warm up (compiling) on a side stream, then capture one step; the warm-up *is* this step.
+
+        The first call does the step's work; capturing records a second call without running it, so the
+        population's state is unchanged by the capture itself."""
+        self._pending_capture = False
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.fn(*self.args)  # this step's real work, and the compilation / autotuning
+        torch.cuda.current_stream().wait_stream(stream)
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # records, runs nothing: the state stays as the warm-up left it
+                self.fn(*self.args)
+            self.graph = graph
+        except Exception as e:  # noqa: BLE001
+            torch.cuda.synchronize()
+            self._fallback(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+
+
+def choose_mode(setting: str, device: torch.device, steps: int) -> str:
+    """``training.compile`` (or the command line's override) -> the step mode for one population.
+
+    ``off``: eager. ``on`` (``--compile``): compiled, captured on CUDA. ``auto``: captured on CUDA; on CPU
+    compiled only when the population runs ``CPU_COMPILE_MIN_STEPS`` steps or more."""
+    if setting == "off":
+        return "eager"
+    if device.type == "cuda":
+        return "cuda-graph"
+    if setting == "on" or steps >= CPU_COMPILE_MIN_STEPS:
+        return "compiled"
+    return "eager"
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device):
+    """``tf32`` allows TensorFloat-32 matmuls and convolutions on CUDA for the duration; restored after."""
+    if precision != "tf32" or device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
