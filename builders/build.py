@@ -39,6 +39,7 @@ from zoo.store import ZooWriter, create
 
 from . import sizing
 from .population import Population
+from .step import deterministic
 
 STATE_DIR = ".build"
 COMPILE_OVERRIDES = ("on", "off")
@@ -325,10 +326,11 @@ def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: dict[int
         return sizes[key]
 
     accs: dict[int, float] = {}
-    for start_epoch in sorted(by_start):
-        for members in sizing.pack(by_start[start_epoch], manifest, size_of):
-            _train_population(writer, members, units_of, done, dev, compile, datasets, data, states, resume, bar,
-                              accs, report, after_unit)
+    with deterministic(dev, manifest.training["precision"]):
+        for start_epoch in sorted(by_start):
+            for members in sizing.pack(by_start[start_epoch], manifest, size_of):
+                _train_population(writer, members, units_of, done, dev, compile, datasets, data, states, resume,
+                                  bar, accs, report, after_unit)
 
 
 def _train_population(writer: ZooWriter, members: list[Group], units_of: dict[int, list[Unit]], done: set[int],

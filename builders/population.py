@@ -33,8 +33,11 @@ from .optim import make_optimizer
 from .step import StepKey, StepRunner, choose_mode, precision_context
 from .streams import model_keys, replace_dropout
 
-#: Images per evaluation call, summed over the models (bounds activation memory).
-EVAL_IMAGES = 8192
+#: Images per evaluation forward: fixed, so a model's metrics do not depend on the population it is in.
+EVAL_CHUNK = 256
+#: Images x models per evaluation forward (bounds activation memory): models are evaluated in slices of
+#: ``budget // EVAL_CHUNK`` (at least 2: one model alone takes other, ungrouped kernels).
+EVAL_BUDGET = {"cpu": 8192, "cuda": 2**20}
 
 
 def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -123,7 +126,7 @@ class Population:
         return choose_mode(self.compile, self.device, self.total_steps(None))
 
     # --- the stacked forward ----------------------------------------------------------------
-    def _forward(self, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, shared_input: bool, models: slice = slice(None)) -> torch.Tensor:
         def one(params, buffers, inputs):
             return functional_call(self.template, (params, buffers), (inputs,))
 
@@ -132,13 +135,14 @@ class Population:
             # oneDNN runs 2-3x faster in NHWC; the layout carries through the following layers
             x = (x.contiguous(memory_format=torch.channels_last) if shared_input
                  else x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2))
-        buffers = dict(self.buffers)
+        params = {k: v[models] for k, v in self.params.items()}
+        buffers = {k: v[models] for k, v in self.buffers.items()}
         for name in self.dropout:  # eval mode: dropout is the identity, but functional_call wants every buffer
-            buffers[f"{name}.p"] = self.drop_p
-            buffers[f"{name}.key"] = self.keys
+            buffers[f"{name}.p"] = self.drop_p[models]
+            buffers[f"{name}.key"] = self.keys[models]
         with self._autocast():
             return vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
-                self.params, buffers, x).float()
+                params, buffers, x).float()
 
     def _autocast(self):
         if self.precision == "bf16-mixed":
@@ -220,18 +224,27 @@ class Population:
     def evaluate(self, split: Split) -> Metrics:
         """Loss and accuracy of every model on a whole split, in eval mode."""
         self.template.eval()
-        chunk = max(1, EVAL_IMAGES // self.k)
         n = split.x.shape[0]
         loss = torch.zeros(self.k, device=self.device, dtype=torch.float64)
         correct = torch.zeros(self.k, device=self.device, dtype=torch.float64)
-        for lo in range(0, n, chunk):
-            x, y = split.x[lo:lo + chunk], split.y[lo:lo + chunk]
-            logits = self._forward(x, shared_input=True)
-            loss += F.cross_entropy(logits.flatten(0, 1), y.repeat(self.k), reduction="none").view(
-                self.k, -1).sum(1).double()
-            correct += (logits.argmax(-1) == y).sum(1).double()
+        for models in self._eval_slices():
+            k = models.stop - models.start
+            for lo in range(0, n, EVAL_CHUNK):
+                x, y = split.x[lo:lo + EVAL_CHUNK], split.y[lo:lo + EVAL_CHUNK]
+                logits = self._forward(x, shared_input=True, models=models)
+                # per-image losses summed in float64: the same total whatever the chunking
+                loss[models] += F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(
+                    k, -1).double().sum(1)
+                correct[models] += (logits.argmax(-1) == y).sum(1).double()
         self.template.train()
         return Metrics(loss / n, correct / n)
+
+    def _eval_slices(self) -> list[slice]:
+        size = max(2, EVAL_BUDGET.get(self.device.type, EVAL_BUDGET["cpu"]) // EVAL_CHUNK)
+        bounds = list(range(0, self.k, size)) + [self.k]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:  # no slice of one model (other kernels)
+            bounds.pop(-2)
+        return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
     def checkpoint_records(self, data: ImageData, device_name: str) -> list[dict]:
         """Metrics and provenance of every model at the current epoch."""

@@ -19,6 +19,7 @@ loss accumulator; the caller's tensors are the graph's static buffers.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,6 +205,26 @@ def choose_mode(setting: str, device: torch.device, steps: int) -> str:
     if setting == "on" or steps >= CPU_COMPILE_MIN_STEPS:
         return "compiled"
     return "eager"
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device, precision: str):
+    """fp32 builds on CUDA use deterministic algorithms (cuDNN, cuBLAS workspace), so the same command gives the
+    same bytes; restored afterwards. Ops without a deterministic kernel warn instead of failing (max-pool's
+    backward over non-overlapping windows adds each gradient once: order does not matter)."""
+    if device.type != "cuda" or precision != "fp32":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 @contextlib.contextmanager
