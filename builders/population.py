@@ -1,18 +1,20 @@
 """A population: K models of one architecture trained as one stacked computation.
 
-Parameters and buffers carry a leading model axis; one step runs every model's
-forward pass with ``torch.func.functional_call`` under ``vmap`` (which lowers
-convolutions to grouped convolutions), sums the K per-model mean losses and
-back-propagates once: the models are independent, so each model's gradient is
-exactly its own. BatchNorm running statistics are per-model buffers updated in
-place under vmap. Per-model values (seed, learning rate, weight decay,
-momentum, init) are tensors or per-model setup; everything else is shared
-structure, which is what makes the group one computation.
+Parameters and buffers carry a leading model axis; one step (``step.py``) runs
+every model's forward and backward pass with ``torch.func.functional_call``
+under ``vmap(grad(...))`` (which lowers convolutions to grouped convolutions):
+each model's gradient is exactly its own. BatchNorm running statistics are
+per-model buffers updated in place under vmap. Per-model values (seed, learning
+rate, weight decay, momentum, init, dropout rate) are tensors or per-model
+setup; everything else is shared structure, which is what makes the population
+one computation. A population may hold several of the store's groups: it
+belongs to the device, the group to the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,13 +33,14 @@ from zoo.plan import PER_MODEL
 from .init import initialize
 from .optim import make_optimizer
 from .step import StepKey, StepRunner, choose_mode, precision_context
+from .sizing import activation_numel
 from .streams import model_keys, replace_dropout
 
-#: Images per evaluation forward: fixed, so a model's metrics do not depend on the population it is in.
-EVAL_CHUNK = 256
-#: Images x models per evaluation forward (bounds activation memory): models are evaluated in slices of
-#: ``budget // EVAL_CHUNK`` (at least 2: one model alone takes other, ungrouped kernels).
-EVAL_BUDGET = {"cpu": 8192, "cuda": 2**20}
+#: Images per evaluation forward, per device type: fixed, so a model's metrics do not depend on its population.
+EVAL_CHUNK = {"cpu": 256, "cuda": 1024}
+#: Activation bytes per evaluation forward (bounds memory): models are evaluated in slices sized from the
+#: architecture's activations per image (at least 2 models: one alone takes other, ungrouped kernels).
+EVAL_BYTES = {"cpu": 2**29, "cuda": 2**33}
 
 
 def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -53,6 +56,10 @@ def init_model(spec: ModelSpec, dtype: torch.dtype = torch.float32) -> nn.Module
         module = spec.architecture.module()
         initialize(module, spec.training["init"], spec.training.get("init_std"))
     return module.to(dtype)
+
+
+def _float32_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].float(), *args[1:])
 
 
 @dataclass
@@ -88,6 +95,10 @@ class Population:
         rates = [float(s.architecture.options.get("dropout", 0.0)) for s in self.specs]
         self.template = modules[max(range(self.k), key=rates.__getitem__)].to(self.device)
         self.dropout = tuple(replace_dropout(self.template))
+        if self.precision == "bf16-mixed":  # normalization in float32, as mixed precision does (and as vmap's
+            for m in self.template.modules():  # batch-norm rule needs: its statistics are float32)
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.register_forward_pre_hook(_float32_input)
         self.drop_p = torch.tensor(rates, device=self.device, dtype=dtype)
         self.keys = model_keys([s.seed for s in self.specs], [s.model_id for s in self.specs], self.device)
         self.params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in modules])
@@ -108,6 +119,7 @@ class Population:
         self._orders: torch.Tensor | None = None
         self._start = torch.zeros((), dtype=torch.int64, device=self.device)
         self._losses = torch.zeros(self.k, device=self.device, dtype=dtype)
+        self._activations: int | None = None
 
     @property
     def diverged(self) -> torch.Tensor:
@@ -170,8 +182,12 @@ class Population:
             self._data_id = id(train)
             self._n_train = train.x.shape[0]
         if batch not in self._runners:
-            key = StepKey(self.specs[0].architecture.shape_key + (self.activation or ""), self.k, batch,
-                          self.training["optimizer"], self.training["schedule"], self.total_steps(None),
+            arch = self.specs[0].architecture  # its structure: shapes and every option but the per-model rate
+            structure = json.dumps([arch.shape_key, {k: v for k, v in arch.options.items() if k != "dropout"}],
+                                   sort_keys=True)
+            key = StepKey(structure, self.k, batch,
+                          self.training["optimizer"], self.training["schedule"],
+                          self.total_steps(None) if self.training["schedule"] != "constant" else 0,
                           self.training["augmentation"], self.dropout, self.precision, str(self.dtype),
                           str(self.device))
             args = (self.params, self.buffers, self.optimizer.state, self.optimizer.steps_t, self.optimizer.lr,
@@ -227,10 +243,11 @@ class Population:
         n = split.x.shape[0]
         loss = torch.zeros(self.k, device=self.device, dtype=torch.float64)
         correct = torch.zeros(self.k, device=self.device, dtype=torch.float64)
-        for models in self._eval_slices():
+        chunk = EVAL_CHUNK.get(self.device.type, EVAL_CHUNK["cpu"])
+        for models in self._eval_slices(chunk):
             k = models.stop - models.start
-            for lo in range(0, n, EVAL_CHUNK):
-                x, y = split.x[lo:lo + EVAL_CHUNK], split.y[lo:lo + EVAL_CHUNK]
+            for lo in range(0, n, chunk):
+                x, y = split.x[lo:lo + chunk], split.y[lo:lo + chunk]
                 logits = self._forward(x, shared_input=True, models=models)
                 # per-image losses summed in float64: the same total whatever the chunking
                 loss[models] += F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(
@@ -239,8 +256,11 @@ class Population:
         self.template.train()
         return Metrics(loss / n, correct / n)
 
-    def _eval_slices(self) -> list[slice]:
-        size = max(2, EVAL_BUDGET.get(self.device.type, EVAL_BUDGET["cpu"]) // EVAL_CHUNK)
+    def _eval_slices(self, chunk: int) -> list[slice]:
+        if self._activations is None:
+            self._activations = activation_numel(self.specs[0].architecture)
+        budget = EVAL_BYTES.get(self.device.type, EVAL_BYTES["cpu"])
+        size = max(2, budget // (4 * chunk * max(1, self._activations)))
         bounds = list(range(0, self.k, size)) + [self.k]
         if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:  # no slice of one model (other kernels)
             bounds.pop(-2)

@@ -37,10 +37,8 @@ MAX_POPULATION_MODELS = 16_384
 PROBE_MODELS = 4
 
 
-def estimated_footprint(arch: Architecture, batch: int, optimizer_states: int = 2) -> int:
-    """Bytes one model needs in a training step, by arithmetic: its tensors (weights, gradients, optimizer
-    state) and its activations (every module's output for ``batch`` images, kept for the backward pass, and
-    as much again for their gradients)."""
+def activation_numel(arch: Architecture) -> int:
+    """Floats of every leaf module's output for one image: what a forward keeps per image and model."""
     module = arch.module()
     outputs: list[int] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel() if isinstance(
@@ -49,8 +47,14 @@ def estimated_footprint(arch: Architecture, batch: int, optimizer_states: int = 
         module(torch.zeros(1, *arch.in_shape))
     for h in hooks:
         h.remove()
-    params = arch.layout.size
-    return 4 * (params * (3 + optimizer_states) + 2 * batch * sum(outputs))
+    return sum(outputs)
+
+
+def estimated_footprint(arch: Architecture, batch: int, optimizer_states: int = 2) -> int:
+    """Bytes one model needs in a training step, by arithmetic: its tensors (weights, gradients, optimizer
+    state) and its activations (every module's output for ``batch`` images, kept for the backward pass, and
+    as much again for their gradients)."""
+    return 4 * (arch.layout.size * (3 + optimizer_states) + 2 * batch * activation_numel(arch))
 
 
 def free_host_memory() -> int:

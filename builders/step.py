@@ -47,7 +47,7 @@ PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 class StepKey:
     """Everything that shapes the traced step. Two populations with equal keys share one compiled function."""
 
-    arch: str  # the architecture's shape key (its layout) and activation: the template's structure
+    arch: str  # the architecture's shape key and options but the dropout rate: the template's structure
     models: int
     batch: int
     optimizer: str
@@ -148,8 +148,12 @@ class StepRunner:
         if mode in ("compiled", "cuda-graph"):
             try:
                 self.fn = compiled_step(template, key)
-            except Exception as e:  # noqa: BLE001 - any failure to compile means: run eagerly
-                self._fallback(f"torch.compile is not available here ({type(e).__name__}: {e})")
+            except Exception as e:  # noqa: BLE001 - any failure to compile means: run (and capture) eagerly
+                why = f"torch.compile is not available here ({type(e).__name__}: {e})"
+                if mode == "compiled":
+                    self._fallback(why)
+                else:  # a captured eager step still saves every launch
+                    warnings.warn(f"training step: {why}; capturing the eager step", RuntimeWarning, stacklevel=2)
         self._pending_capture = self.mode == "cuda-graph"
 
     def _fallback(self, why: str) -> None:
@@ -181,7 +185,16 @@ class StepRunner:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self.fn(*self.args)  # this step's real work, and the compilation / autotuning
+            try:
+                self.fn(*self.args)  # this step's real work, and the compilation / autotuning
+            except Exception as e:  # noqa: BLE001 - compilation fails before the step changes anything
+                if self.fn is self.eager:
+                    raise
+                warnings.warn(f"training step: the compiled step failed ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]}); capturing the eager step", RuntimeWarning,
+                              stacklevel=3)
+                self.fn = self.eager
+                self.fn(*self.args)
         torch.cuda.current_stream().wait_stream(stream)
         try:
             graph = torch.cuda.CUDAGraph()
