@@ -38,7 +38,7 @@ from zoo.store import create
 from . import sizing
 from .build import BuildReport, _States, build_groups, check_population
 
-#: Architectures with at least this many parameters get a whole GPU per group by default (a ResNet-18 group
+#: Architectures with at least this many parameters get a whole GPU per task by default (a ResNet-18 population
 #: saturates one); smaller ones share a GPU, since a small-CNN group step is bound by kernel launches and
 #: several groups on one device overlap them.
 LARGE_MODEL_PARAMS = 1_000_000

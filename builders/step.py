@@ -68,7 +68,9 @@ def make_step(template: nn.Module, key: StepKey) -> Callable:
     device_type = torch.device(key.device).type
 
     def loss_one(params, buffers, x, y):
-        with (torch.autocast(device_type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()):
+        # no autocast weight cache: a captured graph must not keep casts from its capture (torch.cuda.graphs docs)
+        with (torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False) if autocast
+              else contextlib.nullcontext()):
             logits = functional_call(template, (params, buffers), (x,))
         loss = F.cross_entropy(logits.float(), y)
         return loss, loss

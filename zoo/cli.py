@@ -117,7 +117,7 @@ def _build(args: argparse.Namespace) -> int:
               f"({report.model_epochs_per_s:,.1f}/s)")
         if args.backend == "ray":
             print(f"ray: {report.tasks} task(s), {report.retries} retried after a worker died, "
-                  f"{report.gpus_per_group:g} GPU per group")
+                  f"{report.gpus_per_group:g} GPU per task")
         if report.diverged:
             print(f"diverged (recorded with status 'diverged'): models {sorted(report.diverged)}")
     return 0
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="ray: cluster address (auto, HOST:PORT); default: a local "
                                                     "Ray instance")
     p.add_argument("--gpus-per-group", type=float, default=None, metavar="F",
-                   help="ray: GPUs per group task, 0..1 (default: 1 for ResNet-18-sized models, 0.25 below 1M "
+                   help="ray: GPUs per population task, 0..1 (default: 1 for ResNet-18-sized models, 0.25 below 1M "
                         "parameters; CPU tasks when the cluster has no GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the build summary as one JSON object")
