@@ -33,6 +33,7 @@ from zoo.plan import PER_MODEL
 from .init import initialize
 from .optim import make_optimizer
 from .step import StepKey, StepRunner, choose_mode, precision_context
+from .grouped import grouped_forward
 from .sizing import activation_numel
 from .streams import model_keys, replace_dropout
 
@@ -95,6 +96,7 @@ class Population:
         rates = [float(s.architecture.options.get("dropout", 0.0)) for s in self.specs]
         self.template = modules[max(range(self.k), key=rates.__getitem__)].to(self.device)
         self.dropout = tuple(replace_dropout(self.template))
+        self._grouped = grouped_forward(self.template)  # None: vmap over functional_call
         if self.precision == "bf16-mixed":  # normalization in float32, as mixed precision does (and as vmap's
             for m in self.template.modules():  # batch-norm rule needs: its statistics are float32)
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -148,6 +150,9 @@ class Population:
             x = (x.contiguous(memory_format=torch.channels_last) if shared_input
                  else x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2))
         params = {k: v[models] for k, v in self.params.items()}
+        if self._grouped is not None:
+            with self._autocast():
+                return self._grouped(params, x, self.drop_p[models], self.keys[models]).float()
         buffers = {k: v[models] for k, v in self.buffers.items()}
         for name in self.dropout:  # eval mode: dropout is the identity, but functional_call wants every buffer
             buffers[f"{name}.p"] = self.drop_p[models]

@@ -38,14 +38,18 @@ def _rows(specs, train: Split, epochs: int, **kw) -> tuple[torch.Tensor, Populat
     return pop.rows(), pop
 
 
-def test_compiled_step_equals_eager_and_single_model_training():
+@pytest.mark.parametrize("arch,dataset,shape,grouped", [
+    ({"name": "mlp", "hidden": [16]}, "digits", (1, 8, 8), False),  # vmap over functional_call
+    ({"name": "cnn-s"}, "mnist", (1, 28, 28), True),  # the grouped forward (grouped.py)
+])
+def test_compiled_step_equals_eager_and_single_model_training(arch, dataset, shape, grouped):
     """torch.compile(fullgraph=True) refuses any graph break: a .item(), a .cpu() or a Python branch on a tensor
     value in forward, backward, optimizer update or schedule would fail this test. Dropout (per-model rates,
-    counter-based masks) and augmentation are compiled too and draw the same numbers as eager."""
-    m = _manifest({"name": "mlp", "hidden": [16]},
-                  {"optimizer": "adam", "schedule": "onecycle", "lr": 3e-3, "weight_decay": 1e-4},
-                  [1, 2], {"architecture.dropout": [0.0, 0.3]})
-    train = _data((1, 8, 8), 40)  # 5 full batches: one step shape, one compilation
+    counter-based masks) is compiled too and draws the same numbers as eager."""
+    m = _manifest(arch, {"optimizer": "adam", "schedule": "onecycle", "lr": 3e-3, "weight_decay": 1e-4},
+                  [1, 2], {"architecture.dropout": [0.0, 0.3]}, dataset=dataset)
+    assert (Population(list(m.models), m.models[0].architecture.layout)._grouped is not None) == grouped
+    train = _data(shape, 40)  # 5 full batches: one step shape, one compilation
     specs = list(m.models)
     eager, pop_e = _rows(specs, train, 2, compile="off")
     compiled, pop_c = _rows(specs, train, 2, compile="on")
