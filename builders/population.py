@@ -140,26 +140,21 @@ class Population:
         return choose_mode(self.compile, self.device, self.total_steps(None))
 
     # --- the stacked forward ----------------------------------------------------------------
-    def _forward(self, x: torch.Tensor, shared_input: bool, models: slice = slice(None)) -> torch.Tensor:
-        def one(params, buffers, inputs):
-            return functional_call(self.template, (params, buffers), (inputs,))
-
-        if x.dim() == (4 if shared_input else 5):
-            # channels-last memory: vmap lowers a conv over models to one grouped conv on (B, K*C, H, W), which
-            # oneDNN runs 2-3x faster in NHWC; the layout carries through the following layers
-            x = (x.contiguous(memory_format=torch.channels_last) if shared_input
-                 else x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2))
+    def _forward(self, x: torch.Tensor, models: slice = slice(None)) -> torch.Tensor:
+        """Logits (K, B, classes) of models ``models`` on one batch ``x`` (B, C, H, W) that every model sees."""
+        # channels-last memory: a conv over models is one grouped conv on (B, K*C, H, W), which oneDNN runs 2-3x
+        # faster in NHWC; the layout carries through the following layers
+        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
         params = {k: v[models] for k, v in self.params.items()}
-        if self._grouped is not None:
-            with self._autocast():
-                return self._grouped(params, x, self.drop_p[models], self.keys[models]).float()
-        buffers = {k: v[models] for k, v in self.buffers.items()}
-        for name in self.dropout:  # eval mode: dropout is the identity, but functional_call wants every buffer
-            buffers[f"{name}.p"] = self.drop_p[models]
-            buffers[f"{name}.key"] = self.keys[models]
         with self._autocast():
-            return vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
-                params, buffers, x).float()
+            if self._grouped is not None:
+                return self._grouped(params, x, self.drop_p[models], self.keys[models]).float()
+            buffers = {k: v[models] for k, v in self.buffers.items()}
+            for name in self.dropout:  # eval mode: dropout is the identity, but functional_call wants every buffer
+                buffers[f"{name}.p"] = self.drop_p[models]
+                buffers[f"{name}.key"] = self.keys[models]
+            return vmap(lambda p, b, inputs: functional_call(self.template, (p, b), (inputs,)),
+                        in_dims=(0, 0, None), randomness="different")(params, buffers, x).float()
 
     def _autocast(self):
         if self.precision == "bf16-mixed":
@@ -253,7 +248,7 @@ class Population:
             k = models.stop - models.start
             for lo in range(0, n, chunk):
                 x, y = split.x[lo:lo + chunk], split.y[lo:lo + chunk]
-                logits = self._forward(x, shared_input=True, models=models)
+                logits = self._forward(x, models)
                 # per-image losses summed in float64: the same total whatever the chunking
                 loss[models] += F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(
                     k, -1).double().sum(1)
