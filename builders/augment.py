@@ -47,6 +47,20 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator | None = None
     return out.reshape(x.shape)
 
 
+def augment_from_uniforms(x: torch.Tensor, kind: str, u: torch.Tensor) -> torch.Tensor:
+    """Augment (K, b, C, H, W) with draws made from uniforms ``u`` (K*b, 3) in [0, 1): the population trainer's
+    per-model streams (``streams.py``) instead of a generator."""
+    flat = x.reshape(-1, *x.shape[-3:])
+    if kind == "crop_flip":
+        offsets = (u[:, :2] * (2 * PADDING + 1)).to(torch.int64).clamp_(max=2 * PADDING)
+        out = crop_flip(flat, offsets, u[:, 2] < 0.5)
+    elif kind == "flip_rotate":
+        out = flip_rotate(flat, u[:, 0] < 0.5, (u[:, 1] * 2 - 1) * MAX_DEGREES)
+    else:
+        raise ZooError(f"augmentation: {allowed_text(kind, KINDS)}")
+    return out.reshape(x.shape)
+
+
 def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int = PADDING) -> torch.Tensor:
     """The H x W window at (top, left) = ``offsets[i]`` of each zero-padded image, mirrored where ``flips[i]``.
 
@@ -87,4 +101,4 @@ def flip_rotate(x: torch.Tensor, flips: torch.Tensor, degrees: torch.Tensor) -> 
     return out.to(x.dtype)
 
 
-__all__ = ["KINDS", "augment", "crop_flip", "flip_rotate"]
+__all__ = ["KINDS", "augment", "augment_from_uniforms", "crop_flip", "flip_rotate"]

@@ -13,7 +13,6 @@ belongs to the device, the group to the store.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from zoo.plan import PER_MODEL
 
 from .init import initialize
 from .optim import make_optimizer
-from .step import StepKey, StepRunner, choose_mode, precision_context
+from .step import StepKey, StepRunner, autocast, choose_mode, precision_context
 from .grouped import grouped_forward
 from .sizing import activation_numel
 from .streams import model_keys, replace_dropout
@@ -157,9 +156,7 @@ class Population:
                         in_dims=(0, 0, None), randomness="different")(params, buffers, x).float()
 
     def _autocast(self):
-        if self.precision == "bf16-mixed":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device.type)
 
     # --- training ---------------------------------------------------------------------------
     def steps_per_epoch(self, n_train: int) -> int:

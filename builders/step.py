@@ -29,19 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .augment import MAX_DEGREES, PADDING, crop_flip, flip_rotate
+from .augment import augment_from_uniforms
 from .grouped import grouped_forward
 from .optim import OPTIMIZERS, apply_updates, lr_factor
 from .streams import combine, uniform
 
 #: Salts of the per-model streams: augmentation draws and the per-step key.
 AUG_SALT = 0xA06
-#: ``training.compile`` values.
-COMPILE_CHOICES = ("auto", "off")
 #: On CPU, ``auto`` compiles when a population runs at least this many steps: compiling costs tens of
 #: seconds once per shape, and saves a few milliseconds per step.
 CPU_COMPILE_MIN_STEPS = 20_000
-PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 
 
 @dataclass(frozen=True)
@@ -65,13 +62,10 @@ def make_step(template: nn.Module, key: StepKey) -> Callable:
     """The pure step for ``template`` (a structure only: its own tensors are never read)."""
     kind = OPTIMIZERS[key.optimizer]
     b = key.batch
-    autocast = key.precision == "bf16-mixed"
     device_type = torch.device(key.device).type
 
     def loss_one(params, buffers, x, y):
-        # no autocast weight cache: a captured graph must not keep casts from its capture (torch.cuda.graphs docs)
-        with (torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False) if autocast
-              else contextlib.nullcontext()):
+        with autocast(key.precision, device_type):
             logits = functional_call(template, (params, buffers), (x,))
         loss = F.cross_entropy(logits.float(), y)
         return loss, loss
@@ -81,8 +75,7 @@ def make_step(template: nn.Module, key: StepKey) -> Callable:
 
     def loss_all(params, x, y, drop_p, step_key):
         """The grouped path: the sum of the models' mean losses; its gradient is each model's own."""
-        with (torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False) if autocast
-              else contextlib.nullcontext()):
+        with autocast(key.precision, device_type):
             logits = grouped(params, x, drop_p, step_key)
         k = logits.shape[0]
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
@@ -100,7 +93,8 @@ def make_step(template: nn.Module, key: StepKey) -> Callable:
         y = train_y[idx]
         step_key = combine(keys, steps_t.to(torch.int64))
         if key.augmentation != "none":
-            x = _augment(x, key.augmentation, step_key)
+            u = uniform(step_key, (b, 3), salt=AUG_SALT).reshape(-1, 3)  # each model's own draws
+            x = augment_from_uniforms(x, key.augmentation, u)
         if grouped is not None:
             grads, loss = grouped_grad(params, x, y, drop_p, step_key)
         else:
@@ -120,19 +114,6 @@ def make_step(template: nn.Module, key: StepKey) -> Callable:
         start += b
 
     return step
-
-
-def _augment(x: torch.Tensor, kind: str, step_key: torch.Tensor) -> torch.Tensor:
-    """Augment (K, b, C, H, W) with draws from each model's own stream (``augment.py`` has the kinds)."""
-    k, b = x.shape[:2]
-    u = uniform(step_key, (b, 3), salt=AUG_SALT).reshape(k * b, 3)
-    flat = x.reshape(k * b, *x.shape[2:])
-    if kind == "crop_flip":
-        offsets = (u[:, :2] * (2 * PADDING + 1)).to(torch.int64).clamp_(max=2 * PADDING)
-        out = crop_flip(flat, offsets, u[:, 2] < 0.5)
-    else:
-        out = flip_rotate(flat, u[:, 0] < 0.5, (u[:, 1] * 2 - 1) * MAX_DEGREES)
-    return out.reshape(x.shape)
 
 
 # --- running it -------------------------------------------------------------------------------------------
@@ -236,6 +217,14 @@ def choose_mode(setting: str, device: torch.device, steps: int) -> str:
     if setting == "on" or steps >= CPU_COMPILE_MIN_STEPS:
         return "compiled"
     return "eager"
+
+
+def autocast(precision: str, device_type: str):
+    """The forward's autocast for ``precision``: bfloat16 for ``bf16-mixed``, none otherwise. No weight cache: a
+    captured graph must not keep casts made during its capture (torch.cuda.graphs docs)."""
+    if precision == "bf16-mixed":
+        return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
