@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from builders.build import device_name, resolve_device
+from builders.data import Split
+from builders.devices import device_name, resolve_device
 from builders.population import Population
 from builders.reference import train_single
-from zoo.data import Split
 from zoo.manifest import Manifest
 
 
@@ -38,7 +38,8 @@ def manifest(k: int, arch: str = "cnn-s", dataset: str = "mnist", **training) ->
 
 def synthetic(n: int, shape: tuple[int, ...], device: torch.device, classes: int = 10) -> Split:
     g = torch.Generator().manual_seed(0)
-    return Split(torch.randn(n, *shape, generator=g).to(device), torch.randint(0, classes, (n,), generator=g).to(device))
+    x = torch.randn(n, *shape, generator=g)
+    return Split(x.to(device), torch.randint(0, classes, (n,), generator=g).to(device))
 
 
 def sync(device: torch.device) -> None:

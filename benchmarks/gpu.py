@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from builder import population_rate, sequential_rate, sync, synthetic  # noqa: E402
 
-from builders.build import device_name, resolve_device  # noqa: E402
+from builders.data import ImageData  # noqa: E402
+from builders.devices import device_name, resolve_device  # noqa: E402
 from builders.population import Population  # noqa: E402
-from zoo.data import ImageData  # noqa: E402
 from zoo.manifest import load_manifest  # noqa: E402
 from zoo.store import create  # noqa: E402
 

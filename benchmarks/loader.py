@@ -53,7 +53,7 @@ def resnet18(tmp: Path, rows: int) -> dict[str, float]:
         d = ZooDataset(tmp / "resnet18.zoo", view="tokens", augment=augment)
         loader = DataLoader(d, batch_size=4, shuffle=True, collate_fn=d.collate)
         next(iter(loader))  # warm the page cache and the tokenizer
-        out[key] = rate(len(d), lambda: [None for _ in loader])
+        out[key] = rate(len(d), lambda loader=loader: [None for _ in loader])
     return out
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from builders.build import build
+from builders.data import load_image_data
+from builders.orchestration import build
 from builders.ray_backend import ray_build
-from zoo.data import load_image_data
 from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Plan
 
@@ -73,7 +73,7 @@ def resnet_rate(steps: int) -> float:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from builder import population_rate
 
-    from builders.build import resolve_device
+    from builders.devices import resolve_device
     rate = population_rate(1, steps, resolve_device("cpu"), "resnet18", (3, 32, 32), dataset="cifar10",
                            optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=256,
                            schedule="onecycle", augmentation="crop_flip")

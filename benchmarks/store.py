@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     t_write_raw = timed(write_raw)
 
     z = zoo.open(tmp / "bench.zoo")
-    z.metadata  # loaded before anything is timed
+    _ = z.metadata  # loaded before anything is timed
     raw = np.memmap(raw_path, dtype=np.float32, mode="r").reshape(n_rows, width)
     # raw file row i holds the i-th checkpoint in write order; its store row is order[i]
     order = np.concatenate([[u.row_start + i for i in range(len(u.model_ids))] for u in units])
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         for lo in range(0, n_rows, args.seq_batch):
             np.array(raw[lo:lo + args.seq_batch])
 
-    seq_store(); seq_raw()  # warm the page cache for both
+    seq_store()  # warm the page cache for both
+    seq_raw()
     t_seq_store, t_seq_raw = timed(seq_store), timed(seq_raw)
 
     # --- batched random read -----------------------------------------------------------------

@@ -5,7 +5,8 @@ The population trainer gathers a batch for every model at once, shape
 more than the training step. Here every image gets its own random draw, but
 the work is one gather (crop/flip) or one ``grid_sample`` (flip/rotate).
 
-The kinds mirror the torchvision pipelines of the Model Zoos generators:
+The kinds (declared in ``zoo.recipes.AUGMENTATIONS``) mirror the torchvision pipelines of the Model Zoos
+generators:
 
 - ``crop_flip``: ``RandomCrop(size, padding=4)`` (zero padding) then ``RandomHorizontalFlip(0.5)``.
 - ``flip_rotate``: ``RandomHorizontalFlip(0.5)`` then ``RandomRotation(20)`` (bilinear, zeros outside).
@@ -16,49 +17,74 @@ order, so the same generator state gives the same batch on the same device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from zoo.errors import ZooError, allowed_text
+from zoo.errors import ZooError
+from zoo.recipes import AUGMENTATIONS
 
-KINDS = ("none", "crop_flip", "flip_rotate")
 PADDING = 4
 MAX_DEGREES = 20.0
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """One kind's two ways of drawing: from a generator (``augment``), or from the population trainer's
+    per-model uniforms (``augment_from_uniforms``). Both map (..., C, H, W) images to augmented ones."""
+
+    with_generator: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+    with_uniforms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """Augment every image of ``x`` (..., C, H, W) independently; returns a tensor of the same shape."""
-    if kind not in KINDS:
-        raise ZooError(f"augmentation: {allowed_text(kind, KINDS)}")
-    if kind == "none":
-        return x
-    if x.dim() < 3:
-        raise ZooError(f"augment expects (..., C, H, W) images, got shape {tuple(x.shape)}")
-    flat = x.reshape(-1, *x.shape[-3:])
-    b = flat.shape[0]
-    if kind == "crop_flip":
-        offsets = torch.randint(0, 2 * PADDING + 1, (b, 2), generator=generator, device=x.device)
-        flips = torch.rand(b, generator=generator, device=x.device) < 0.5
-        out = crop_flip(flat, offsets, flips)
-    else:
-        flips = torch.rand(b, generator=generator, device=x.device) < 0.5
-        angles = (torch.rand(b, generator=generator, device=x.device) * 2 - 1) * MAX_DEGREES
-        out = flip_rotate(flat, flips, angles)
-    return out.reshape(x.shape)
+    impl: Augmentation = AUGMENTATIONS.implementation(kind)
+    return impl.with_generator(x, generator)
 
 
 def augment_from_uniforms(x: torch.Tensor, kind: str, u: torch.Tensor) -> torch.Tensor:
     """Augment (K, b, C, H, W) with draws made from uniforms ``u`` (K*b, 3) in [0, 1): the population trainer's
     per-model streams (``streams.py``) instead of a generator."""
-    flat = x.reshape(-1, *x.shape[-3:])
-    if kind == "crop_flip":
-        offsets = (u[:, :2] * (2 * PADDING + 1)).to(torch.int64).clamp_(max=2 * PADDING)
-        out = crop_flip(flat, offsets, u[:, 2] < 0.5)
-    elif kind == "flip_rotate":
-        out = flip_rotate(flat, u[:, 0] < 0.5, (u[:, 1] * 2 - 1) * MAX_DEGREES)
-    else:
-        raise ZooError(f"augmentation: {allowed_text(kind, KINDS)}")
-    return out.reshape(x.shape)
+    impl: Augmentation = AUGMENTATIONS.implementation(kind)
+    return impl.with_uniforms(x, u)
+
+
+def _per_image(fn: Callable[[torch.Tensor, Any], torch.Tensor]) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """``fn`` on (B, C, H, W) images -> the same on (..., C, H, W), every image drawn independently."""
+
+    def apply(x: torch.Tensor, draws: Any) -> torch.Tensor:
+        if x.dim() < 3:
+            raise ZooError(f"augment expects (..., C, H, W) images, got shape {tuple(x.shape)}")
+        return fn(x.reshape(-1, *x.shape[-3:]), draws).reshape(x.shape)
+
+    return apply
+
+
+def _crop_flip_drawn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    b = x.shape[0]
+    offsets = torch.randint(0, 2 * PADDING + 1, (b, 2), generator=generator, device=x.device)
+    flips = torch.rand(b, generator=generator, device=x.device) < 0.5
+    return crop_flip(x, offsets, flips)
+
+
+def _flip_rotate_drawn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    b = x.shape[0]
+    flips = torch.rand(b, generator=generator, device=x.device) < 0.5
+    angles = (torch.rand(b, generator=generator, device=x.device) * 2 - 1) * MAX_DEGREES
+    return flip_rotate(x, flips, angles)
+
+
+def _crop_flip_uniforms(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    offsets = (u[:, :2] * (2 * PADDING + 1)).to(torch.int64).clamp_(max=2 * PADDING)
+    return crop_flip(x, offsets, u[:, 2] < 0.5)
+
+
+def _flip_rotate_uniforms(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    return flip_rotate(x, u[:, 0] < 0.5, (u[:, 1] * 2 - 1) * MAX_DEGREES)
 
 
 def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int = PADDING) -> torch.Tensor:
@@ -101,4 +127,9 @@ def flip_rotate(x: torch.Tensor, flips: torch.Tensor, degrees: torch.Tensor) -> 
     return out.to(x.dtype)
 
 
-__all__ = ["KINDS", "augment", "augment_from_uniforms", "crop_flip", "flip_rotate"]
+AUGMENTATIONS.implement("none")(Augmentation(lambda x, generator: x, lambda x, u: x))
+AUGMENTATIONS.implement("crop_flip")(Augmentation(_per_image(_crop_flip_drawn), _per_image(_crop_flip_uniforms)))
+AUGMENTATIONS.implement("flip_rotate")(Augmentation(_per_image(_flip_rotate_drawn),
+                                                    _per_image(_flip_rotate_uniforms)))
+
+__all__ = ["Augmentation", "augment", "augment_from_uniforms", "crop_flip", "flip_rotate"]

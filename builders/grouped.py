@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.architectures.convnet import ConvNet
+from zoo.architectures.modules import ConvNet
 
 from .streams import StreamDropout, uniform
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
-from zoo.errors import ZooError, allowed_text
+from zoo.recipes import OPTIMIZERS, SCHEDULES
 
 
 def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -34,6 +35,8 @@ class PopulationOptimizer:
     """
 
     state_keys: tuple[str, ...] = ()
+    #: The ``torch.optim`` class whose arithmetic this follows (the single-model reference trains with it).
+    torch_class: ClassVar[type[torch.optim.Optimizer]]
 
     def __init__(self, params: Sequence[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor,
                  momentum: torch.Tensor) -> None:
@@ -45,12 +48,16 @@ class PopulationOptimizer:
 
     @property
     def steps(self) -> int:
+        """Optimizer steps taken so far (a host read of ``steps_t``, which synchronizes with the device)."""
         return int(self.steps_t)  # a host read: for state files, never inside a step
 
     def state_dict(self) -> dict:
+        """The step count and a copy of every moment and buffer: what a resumable state file keeps."""
         return {"steps": self.steps, "state": [{k: v.clone() for k, v in s.items()} for s in self.state]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict`` output in place (the tensors keep their identity, so a captured step stays
+        valid); a moment missing from ``state`` is zeroed."""
         self.steps_t.fill_(state["steps"])
         for mine, saved in zip(self.state, state["state"]):
             for k, v in mine.items():  # a state file from before the first step holds no moments: zeros
@@ -59,6 +66,7 @@ class PopulationOptimizer:
     @torch.no_grad()
     def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
              lr_factor: torch.Tensor | float = 1.0) -> None:
+        """One eager update in place; ``lr_factor`` is the schedule's multiplier (``lr_factor()``) for this step."""
         self.steps_t += 1
         apply_updates(type(self), params, grads, self.state, self.steps_t, self.lr, self.weight_decay,
                       self.momentum, lr_factor)
@@ -77,11 +85,16 @@ def apply_updates(kind: type[PopulationOptimizer], params, grads, states, steps_
                     steps_t)
 
 
+@OPTIMIZERS.implement("sgd")
 class SGD(PopulationOptimizer):
+    """``torch.optim.SGD`` (dampening 0, no Nesterov), weight decay added to the gradient."""
+
     state_keys = ("momentum_buffer",)
+    torch_class = torch.optim.SGD
 
     @classmethod
     def update(cls, p, g, s, lr, wd, momentum, t) -> None:
+        """A model whose momentum is 0 takes the plain gradient step; its buffer is still kept."""
         d = g + wd * p
         buf = s["momentum_buffer"]
         buf.mul_(momentum).add_(d)  # torch's first buffer is the gradient itself: 0 * momentum + d
@@ -89,7 +102,11 @@ class SGD(PopulationOptimizer):
         p.sub_(lr * d)
 
 
+@OPTIMIZERS.implement("adam")
 class Adam(PopulationOptimizer):
+    """``torch.optim.Adam`` with default betas and eps; the per-model momentum is ignored."""
+
+    torch_class: ClassVar[type[torch.optim.Optimizer]] = torch.optim.Adam
     betas = (0.9, 0.999)
     eps = 1e-8
     decoupled = False
@@ -97,6 +114,7 @@ class Adam(PopulationOptimizer):
 
     @classmethod
     def update(cls, p, g, s, lr, wd, momentum, t) -> None:
+        """Weight decay decoupled (AdamW) or added to the gradient (Adam); bias corrections computed in float64."""
         b1, b2 = cls.betas
         if cls.decoupled:
             p.mul_(1 - lr * wd)
@@ -111,44 +129,58 @@ class Adam(PopulationOptimizer):
         p.sub_((lr / bias1) * (m / denom))
 
 
+@OPTIMIZERS.implement("adamw")
 class AdamW(Adam):
+    """``torch.optim.AdamW``: Adam with weight decay applied to the parameters, not the gradient."""
+
+    torch_class = torch.optim.AdamW
     decoupled = True
 
 
+@OPTIMIZERS.implement("rmsprop")
 class RMSprop(PopulationOptimizer):
+    """``torch.optim.RMSprop`` with default alpha and eps, not centered; the per-model momentum is ignored."""
+
+    torch_class = torch.optim.RMSprop
     alpha = 0.99
     eps = 1e-8
     state_keys = ("square_avg",)
 
     @classmethod
     def update(cls, p, g, s, lr, wd, momentum, t) -> None:
+        """Weight decay added to the gradient before it enters the squared average, as torch does."""
         g = g + wd * p
         sq = s["square_avg"]
         sq.mul_(cls.alpha).addcmul_(g, g, value=1 - cls.alpha)
         p.sub_(lr * (g / (sq.sqrt().add_(cls.eps))))
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+def optimizer_class(name: str) -> type[PopulationOptimizer]:
+    """The population optimizer of a declared name (``zoo.recipes.OPTIMIZERS``)."""
+    return OPTIMIZERS.implementation(name)
 
 
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor,
                    momentum: torch.Tensor) -> PopulationOptimizer:
-    if name not in OPTIMIZERS:
-        raise ZooError(f"optimizer: {allowed_text(name, OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, lr, weight_decay, momentum)
+    """One optimizer over a population's stacked parameters, with per-model (K,) hyperparameters."""
+    return optimizer_class(name)(params, lr, weight_decay, momentum)
 
 
 def lr_factor(schedule: str, step, total_steps: int):
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based; a float or a tensor)."""
+    return SCHEDULES.implementation(schedule)(step, total_steps)
 
-    ``onecycle`` is torch's ``OneCycleLR(max_lr=lr, total_steps=...)`` with its defaults (pct_start 0.3,
-    cosine annealing, div_factor 25, final_div_factor 1e4), stepped every batch, with cycle_momentum=False:
-    momentum stays the manifest's value.
-    """
-    if schedule == "constant":
-        return 1.0
-    if schedule != "onecycle":
-        raise ZooError(f"schedule: {allowed_text(schedule, ('constant', 'onecycle'))}")
+
+@SCHEDULES.implement("constant")
+def _constant(step, total_steps: int) -> float:
+    return 1.0
+
+
+@SCHEDULES.implement("onecycle")
+def _onecycle(step, total_steps: int):
+    """torch's ``OneCycleLR(max_lr=lr, total_steps=...)`` with its defaults (pct_start 0.3, cosine annealing,
+    div_factor 25, final_div_factor 1e4), stepped every batch, with cycle_momentum=False: momentum stays the
+    manifest's value."""
     initial = 1.0 / 25.0
     final = initial / 1e4
     phase1_end = float(0.3 * total_steps) - 1

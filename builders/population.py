@@ -23,17 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from zoo.data import ImageData, Split
-from zoo.errors import ZooError
+from builders.data import ImageData, Split
+from zoo.errors import StoreError, ZooError
 from zoo.layout import Layout
 from zoo.manifest import ModelSpec
 from zoo.plan import PER_MODEL
 
+from .devices import choose_mode
+from .grouped import grouped_forward
 from .init import initialize
 from .optim import make_optimizer
-from .step import StepKey, StepRunner, autocast, choose_mode, precision_context
-from .grouped import grouped_forward
-from .sizing import activation_numel
+from .step import StepKey, StepRunner, autocast, precision_context
 from .streams import model_keys, replace_dropout
 
 #: Images per evaluation forward, per device type: fixed, so a model's metrics do not depend on its population.
@@ -64,6 +64,8 @@ def _float32_input(module: nn.Module, args: tuple) -> tuple:
 
 @dataclass
 class Metrics:
+    """One split's evaluation of every model: mean loss and accuracy, one value per model."""
+
     loss: torch.Tensor  # (K,)
     acc: torch.Tensor  # (K,)
 
@@ -160,9 +162,11 @@ class Population:
 
     # --- training ---------------------------------------------------------------------------
     def steps_per_epoch(self, n_train: int) -> int:
+        """Optimizer steps in an epoch of ``n_train`` images: a last, smaller batch is a step too."""
         return -(-n_train // self.training["batch_size"])
 
     def total_steps(self, n_train: int | None) -> int:
+        """Steps of the whole training (the schedule's length); None takes ``plan_steps``' size; 0 if unknown."""
         n = n_train if n_train is not None else self._n_train
         return self.steps_per_epoch(n) * self.training["epochs"] if n else 0
 
@@ -255,7 +259,7 @@ class Population:
 
     def _eval_slices(self, chunk: int) -> list[slice]:
         if self._activations is None:
-            self._activations = activation_numel(self.specs[0].architecture)
+            self._activations = self.specs[0].architecture.activation_numel
         budget = EVAL_BYTES.get(self.device.type, EVAL_BYTES["cpu"])
         size = max(2, budget // (4 * chunk * max(1, self._activations)))
         bounds = list(range(0, self.k, size)) + [self.k]
@@ -289,14 +293,20 @@ class Population:
         return self.layout.flatten(state).to(torch.float32).cpu()
 
     def state_dict(self) -> dict:
+        """Everything training needs to go on from this epoch, as CPU tensors with a leading model axis (which
+        ``orchestration.slice_state`` cuts into groups)."""
         return {"epoch": self.epoch, "params": {k: v.detach().cpu() for k, v in self.params.items()},
                 "buffers": {k: v.cpu() for k, v in self.buffers.items()},
                 "optimizer": self.optimizer.state_dict(), "diverged": self.diverged,
                 "wall_time": self.wall_time, "model_ids": [s.model_id for s in self.specs]}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["model_ids"] != [s.model_id for s in self.specs]:
-            raise ValueError("resume state belongs to another group")
+        """Continue from ``state_dict`` output of exactly these models (else a StoreError), copied in place."""
+        mine = [s.model_id for s in self.specs]
+        if state["model_ids"] != mine:
+            # the store's saved training state (.build/) does not match the plan: damaged or from another build
+            raise StoreError(f"resume state holds models {_ids(state['model_ids'])}, this population trains models "
+                             f"{_ids(mine)}; remove the store's .build/ folder to restart these groups")
         self.epoch = state["epoch"]
         with torch.no_grad():
             for k, v in state["params"].items():
@@ -306,3 +316,9 @@ class Population:
         self.optimizer.load_state_dict(state["optimizer"])
         self.diverged = state["diverged"].clone()
         self.wall_time = state["wall_time"]
+
+
+def _ids(ids: Sequence[int]) -> str:
+    """Model ids for a message: all of a few, the ends of many."""
+    ids = list(ids)
+    return str(ids) if len(ids) <= 8 else f"[{ids[0]}, {ids[1]}, ..., {ids[-1]}] ({len(ids)} models)"

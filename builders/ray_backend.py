@@ -36,7 +36,8 @@ from zoo.plan import Unit
 from zoo.store import create
 
 from . import sizing
-from .build import BuildReport, _States, build_groups, check_population
+from .orchestration import BuildReport, GroupStates, build_groups
+from .sizing import check_population
 
 #: Architectures with at least this many parameters get a whole GPU per task by default (a ResNet-18 population
 #: saturates one); smaller ones share a GPU, since a small-CNN group step is bound by kernel launches and
@@ -65,6 +66,8 @@ def default_gpus_per_group(manifest: Manifest) -> float:
 
 @dataclass
 class RayBuildReport(BuildReport):
+    """A ``BuildReport`` plus the cluster's side of the build: tasks, retries, GPU share and Ray start-up."""
+
     tasks: int = 0  # populations submitted (one task each)
     retries: int = 0  # task attempts beyond the first (workers that died)
     gpus_per_group: float = 0.0
@@ -152,7 +155,8 @@ def _resources(ray, manifest: Manifest, device: str, gpus_per_group: float | Non
 
 def ray_build(manifest: Manifest | str | Path, out: str | Path, *, address: str | None = None,
               device: str = "auto", gpus_per_group: float | None = None, group_size: int | None = None,
-              population: int | None = None, max_retries: int = 3, quiet: bool = False, after_unit: Callable[[Unit], None] | None = None,
+              population: int | None = None, max_retries: int = 3, quiet: bool = False,
+              after_unit: Callable[[Unit], None] | None = None,
               storage_options: dict | None = None, poll_s: float = 0.2) -> RayBuildReport:
     """Build every pending group of ``manifest`` into ``out`` as Ray tasks.
 
@@ -187,11 +191,8 @@ def ray_build(manifest: Manifest | str | Path, out: str | Path, *, address: str 
 def _drive(ray, writer, plan, num_gpus: float, task_device: str, population: int | None, max_retries: int,
            quiet: bool, after_unit, poll_s: float, report: RayBuildReport) -> None:
     start = time.perf_counter()
-    units_of: dict[int, list[int]] = {}
-    for u in plan.units:
-        units_of.setdefault(u.group, []).append(u.unit_id)
     before = writer.done_units()
-    pending = [g for g in plan.groups if any(u not in before for u in units_of[g.group])]
+    pending = [g for g in plan.groups if any(u.unit_id not in before for u in plan.units_of[g.group])]
     report.units_skipped = len(before & set(u.unit_id for u in plan.units))
     epochs = writer.manifest.training["epochs"]
     total = sum(len(g.model_ids) for g in plan.groups) * epochs
@@ -249,7 +250,7 @@ def _drive(ray, writer, plan, num_gpus: float, task_device: str, population: int
     report.units_written = len(after - before)
     report.seconds = time.perf_counter() - start
     if len(after) >= len(plan.units):
-        _States(writer).remove_all()
+        GroupStates(writer).remove_all()
     if report.failed:
         listed = "; ".join(f"groups {', '.join(map(str, members[g]))}: {e}"
                            for g, e in sorted(report.failed.items())[:5])

@@ -13,22 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data import Split
+from builders.data import Split
 from zoo.manifest import ModelSpec
 
-from .optim import lr_factor
+from .optim import lr_factor, optimizer_class
 from .population import data_order, init_model
-
-TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-                    "rmsprop": torch.optim.RMSprop}
 
 
 def make_torch_optimizer(spec: ModelSpec, module: nn.Module) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer whose arithmetic the population optimizer of this name follows."""
     t = spec.training
     kwargs = dict(lr=t["lr"], weight_decay=t["weight_decay"])
     if t["optimizer"] == "sgd":
         kwargs["momentum"] = t["momentum"]
-    return TORCH_OPTIMIZERS[t["optimizer"]](module.parameters(), **kwargs)
+    return optimizer_class(t["optimizer"]).torch_class(module.parameters(), **kwargs)
 
 
 def train_single(spec: ModelSpec, train: Split, epochs: int, *, dtype: torch.dtype = torch.float32,

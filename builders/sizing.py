@@ -17,13 +17,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, cast
 
 from zoo.architectures import Architecture
 from zoo.datasets import dataset_info
+from zoo.errors import ZooError
 from zoo.manifest import Manifest, ModelSpec
 from zoo.plan import PER_MODEL, Group, Plan
+
+from .devices import HasType, choose_mode
+
+if TYPE_CHECKING:  # the CPU's sizing is arithmetic; torch is imported where CUDA is asked
+    import torch
 
 #: Models per population on a CPU.
 CPU_POPULATION_MODELS = 64
@@ -37,27 +42,22 @@ MAX_POPULATION_MODELS = 16_384
 PROBE_MODELS = 4
 
 
-def activation_numel(arch: Architecture) -> int:
-    """Floats of every leaf module's output for one image: what a forward keeps per image and model."""
-    module = arch.module()
-    outputs: list[int] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel() if isinstance(
-        out, torch.Tensor) else 0)) for m in module.modules() if not list(m.children())]
-    with torch.no_grad():
-        module(torch.zeros(1, *arch.in_shape))
-    for h in hooks:
-        h.remove()
-    return sum(outputs)
+def check_population(population: int | None) -> None:
+    """Refuse a population size that is not a positive whole number of models, before any work."""
+    if population is not None and (not isinstance(population, int) or isinstance(population, bool)
+                                   or population < 1):
+        raise ZooError(f"population {population!r}: expected a positive number of models (whole groups are "
+                       "trained together: at least one group)")
 
 
 def estimated_footprint(arch: Architecture, batch: int, optimizer_states: int = 2) -> int:
     """Bytes one model needs in a training step, by arithmetic: its tensors (weights, gradients, optimizer
     state) and its activations (every module's output for ``batch`` images, kept for the backward pass, and
     as much again for their gradients)."""
-    return 4 * (arch.layout.size * (3 + optimizer_states) + 2 * batch * activation_numel(arch))
+    return 4 * (arch.layout.size * (3 + optimizer_states) + 2 * batch * arch.activation_numel)
 
 
-def free_host_memory() -> int:
+def _free_host_memory() -> int:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on this platform: assume a modest machine
@@ -66,6 +66,8 @@ def free_host_memory() -> int:
 
 def measured_footprint(specs: Sequence[ModelSpec], make_population: Callable, train, device: torch.device) -> int:
     """Peak CUDA bytes per model of one eager training step of a probe population (``PROBE_MODELS``)."""
+    import torch
+
     probe = list(specs[:PROBE_MODELS])
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
@@ -81,18 +83,20 @@ def measured_footprint(specs: Sequence[ModelSpec], make_population: Callable, tr
     return max(1, peak // len(probe))
 
 
-def population_size(arch: Architecture, training: dict, device: torch.device, *, footprint: int | None = None
+def population_size(arch: Architecture, training: dict, device: HasType, *, footprint: int | None = None
                     ) -> tuple[int, str]:
     """(models per population, why) for one structure on ``device``."""
     footprint = footprint or estimated_footprint(arch, training["batch_size"],
                                                  2 if training["optimizer"] in ("adam", "adamw") else 1)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(cast(torch.device, device))  # only a torch.device says "cuda"
         fit = int(GPU_MEMORY_FRACTION * free // footprint)
         k = max(1, min(MAX_POPULATION_MODELS, fit))
         return k, f"{k} models fit {GPU_MEMORY_FRACTION:.0%} of {free / 2**30:.1f} GiB free at " \
                   f"{footprint / 2**20:.2f} MiB per model"
-    fit = int(CPU_MEMORY_FRACTION * free_host_memory() // footprint)
+    fit = int(CPU_MEMORY_FRACTION * _free_host_memory() // footprint)
     k = max(1, min(CPU_POPULATION_MODELS, fit))
     return k, f"{k} models per step on the CPU (about {footprint / 2**20:.2f} MiB per model)"
 
@@ -126,11 +130,9 @@ def pack(groups: Sequence[Group], manifest: Manifest, models: int | Callable[[Mo
     return out
 
 
-def population_plan(plan: Plan, device: torch.device, population: int | None = None) -> dict:
+def population_plan(plan: Plan, device: HasType, population: int | None = None) -> dict:
     """What ``zoo plan`` shows: the population size per structure on ``device`` (estimated, not measured: a
     build on CUDA measures the footprint with a probe step) and how many populations a full build trains."""
-    from .step import choose_mode
-
     manifest = plan.manifest
     structures: dict[str, dict] = {}
     for g in plan.groups:

@@ -31,14 +31,11 @@ from torch.func import functional_call, grad, vmap
 
 from .augment import augment_from_uniforms
 from .grouped import grouped_forward
-from .optim import OPTIMIZERS, apply_updates, lr_factor
+from .optim import apply_updates, lr_factor, optimizer_class
 from .streams import combine, uniform
 
 #: Salts of the per-model streams: augmentation draws and the per-step key.
 AUG_SALT = 0xA06
-#: On CPU, ``auto`` compiles when a population runs at least this many steps: compiling costs tens of
-#: seconds once per shape, and saves a few milliseconds per step.
-CPU_COMPILE_MIN_STEPS = 20_000
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ class StepKey:
 
 def make_step(template: nn.Module, key: StepKey) -> Callable:
     """The pure step for ``template`` (a structure only: its own tensors are never read)."""
-    kind = OPTIMIZERS[key.optimizer]
+    kind = optimizer_class(key.optimizer)
     b = key.batch
     device_type = torch.device(key.device).type
 
@@ -161,6 +158,7 @@ class StepRunner:
         self.mode, self.fn, self.graph, self._pending_capture = "eager", self.eager, None, False
 
     def run(self) -> None:
+        """One step on the batch ``start`` points at; if the compiled step fails, this and later steps run eagerly."""
         if self.graph is not None:
             self.graph.replay()
             return
@@ -203,20 +201,6 @@ class StepRunner:
         except Exception as e:  # noqa: BLE001
             torch.cuda.synchronize()
             self._fallback(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-
-
-def choose_mode(setting: str, device: torch.device, steps: int) -> str:
-    """``training.compile`` (or the command line's override) -> the step mode for one population.
-
-    ``off``: eager. ``on`` (``--compile``): compiled, captured on CUDA. ``auto``: captured on CUDA; on CPU
-    compiled only when the population runs ``CPU_COMPILE_MIN_STEPS`` steps or more."""
-    if setting == "off":
-        return "eager"
-    if device.type == "cuda":
-        return "cuda-graph"
-    if setting == "on" or steps >= CPU_COMPILE_MIN_STEPS:
-        return "compiled"
-    return "eager"
 
 
 def autocast(precision: str, device_type: str):

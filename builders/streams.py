@@ -61,6 +61,9 @@ class StreamDropout(nn.Module):
     and ``key`` (the model's stream at this step). ``salt`` tells the module's applications apart.
     """
 
+    p: torch.Tensor
+    key: torch.Tensor
+
     def __init__(self, salt: int) -> None:
         super().__init__()
         self.salt = salt
@@ -68,6 +71,7 @@ class StreamDropout(nn.Module):
         self.register_buffer("key", torch.zeros((), dtype=torch.int64), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input in eval mode; in training, inverted dropout (as ``nn.Dropout``) with masks from ``key``."""
         if not self.training:
             return x
         keep = uniform(self.key, tuple(x.shape), self.salt) >= self.p
@@ -76,7 +80,7 @@ class StreamDropout(nn.Module):
 
 def replace_dropout(module: nn.Module) -> list[str]:
     """Swap every ``nn.Dropout`` of ``module`` for a ``StreamDropout``, in place; returns their names."""
-    names = []
+    names: list[str] = []
     for name, child in list(module.named_modules()):
         for attr, sub in list(child.named_children()):
             if isinstance(sub, nn.Dropout):

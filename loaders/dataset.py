@@ -21,6 +21,7 @@ under fork and spawn.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,10 +33,10 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from zoo.errors import ZooError, allowed_text
-from zoo.hub import open_source
 from zoo.store import Zoo
 
-from .augment import erase, noise
+from .augment import check_erase, erase, noise
+from .hub import open_source
 from .normalize import Normalizer, statistics_key
 from .splits import load_split, split_models
 from .symmetry import SYMMETRIES, BatchSymmetry
@@ -56,8 +57,9 @@ class _Zoo:
                  noise_std: float = 1e-3, windowsize: int = 64, erase_p: float = 0.5,
                  erase_scale: tuple[float, float] = (0.02, 0.33), rescale_range: float = 1.0,
                  view_options: Mapping[str, Any] | None = None,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
-        self.zoo = open_source(store, storage_options=dict(storage_options or {}))
+                 storage_options: Mapping[str, Any] | None = None, verify: bool = False,
+                 hub: bool = False, revision: str | None = None) -> None:
+        self.zoo = open_source(store, hub=hub, revision=revision, storage_options=dict(storage_options or {}))
         check_view(view)
         bad = [a for a in augment if a not in AUGMENTATIONS]
         if bad:
@@ -80,7 +82,15 @@ class _Zoo:
             raise ZooError(f"augment: 'window' cuts windows of tokens; it needs view='tokens', not {view!r}")
         self.noise_std, self.windowsize, self.rescale_range = noise_std, windowsize, rescale_range
         self.erase_p, self.erase_scale = erase_p, tuple(erase_scale)
+        if "erase" in self.augment:
+            check_erase(erase_p, self.erase_scale)
+        if "window" in self.augment and (isinstance(windowsize, bool) or not isinstance(windowsize, int)
+                                         or windowsize < 1):
+            raise ZooError(f"windowsize: expected an integer >= 1 (tokens per window), got {windowsize!r}")
         self.seed = seed
+        self.epoch = 0
+        # check each row read against its recorded crc32 (also when the store was opened with verify=True)
+        self.verify = bool(verify) or self.zoo.verify
 
         meta = self.zoo.metadata
         model_ids = np.asarray(meta.column("model_id").to_pylist(), dtype=np.int64)
@@ -116,10 +126,11 @@ class _Zoo:
         rows = np.asarray(meta.column("row").to_pylist(), dtype=np.int64)
         self.rows = rows[self.indices]
         self.model_ids = model_ids[self.indices]
-        activation = meta.column("activation").to_pylist() if "activation" in meta.column_names else None
-        # relu is the only activation without the option, and it allows every symmetry
-        acts = np.array([activation[i] for i in self.indices] if activation is not None
-                        else ["relu"] * len(self.indices), dtype=str)
+        # each row's activation: its column where the architecture has the option, else the declaration's
+        fixed = self.zoo.architecture(arch).activation
+        per_row = meta.column("activation").to_pylist() if "activation" in meta.column_names else None
+        acts = np.array([fixed if per_row is None or per_row[i] is None else per_row[i] for i in self.indices],
+                        dtype=str)
         names, codes = np.unique(acts, return_inverse=True)
         self.activation_names, self.activation_codes = names.tolist(), codes.astype(np.int64)
         self.targets: dict[str, torch.Tensor] = {}
@@ -153,7 +164,7 @@ class _Zoo:
         if cached is not None and cached.exists():
             return Normalizer.load(cached, self.layout)
         train = rows[selected & np.isin(model_ids, list(parts["train"]))]
-        fitted = Normalizer.fit(lambda r: self.zoo.read_rows(self.arch, r), train, self.layout)
+        fitted = Normalizer.fit(lambda r: self._verified(r, self.zoo.read_rows(self.arch, r)), train, self.layout)
         if cached is not None:
             try:
                 fitted.save(cached)
@@ -175,19 +186,44 @@ class _Zoo:
         """The batch for positions ``idx`` of this selection (``rows``: their weights, if already read)."""
         if rows is None:
             rows = torch.from_numpy(self.zoo.read_rows(self.arch, self.rows[idx]))
+        if self.verify:
+            self.zoo.check_rows(self.arch, self.rows[idx], rows.numpy())
         codes = self.activation_codes[idx]
+        generator = self.generator(idx) if self.augment else None
         if "two_view" in self.augment:
-            out: dict[str, Any] = {"view1": self.transform(rows, codes), "view2": self.transform(rows, codes)}
+            out: dict[str, Any] = {"view1": self.transform(rows, codes, generator),
+                                   "view2": self.transform(rows, codes, generator)}
         else:
-            out = self.transform(rows, codes)
+            out = self.transform(rows, codes, generator)
         tidx = torch.from_numpy(idx)
         for name, values in self.targets.items():
             out[name] = values[tidx]
         out["model_id"] = torch.from_numpy(self.model_ids[idx])
         return out
 
-    def transform(self, rows: torch.Tensor, codes: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        """Augment (each symmetry only where the sample's activation allows it), normalize, encode."""
+    def _verified(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` of store rows ``rows``, checked against their recorded checksums when ``verify`` is on."""
+        if self.verify:
+            self.zoo.check_rows(self.arch, rows, values)
+        return values
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch``: a new stream order, and new augmentation draws (as ``DistributedSampler``)."""
+        self.epoch = epoch
+
+    def generator(self, idx: np.ndarray) -> torch.Generator:
+        """The random stream that augments the batch at positions ``idx``: a pure function of (seed, epoch,
+        ``idx``), so an augmented epoch is reproduced exactly, whatever the process or worker that computes a
+        batch, and a different seed or epoch draws anew. (The positions a worker reads are themselves fixed by
+        the sampler, or by (seed, epoch, rank, worker, batch) in a stream.)"""
+        key = hashlib.blake2b(f"{self.seed}/{self.epoch}/".encode(), digest_size=8)
+        key.update(np.ascontiguousarray(idx, dtype="<i8").tobytes())
+        return torch.Generator().manual_seed(int.from_bytes(key.digest(), "little"))
+
+    def transform(self, rows: torch.Tensor, codes: np.ndarray | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Augment (each symmetry only where the sample's activation allows it), normalize, encode.
+        Draws come from ``generator`` (one on ``rows``' device; default: torch's global one)."""
         symmetries = [a for a in self.augment if a in SYMMETRIES]
         if symmetries:
             codes = np.zeros(len(rows), dtype=np.int64) if codes is None else codes
@@ -195,24 +231,27 @@ class _Zoo:
             for code, act in enumerate(self.activation_names):
                 sel = torch.from_numpy(codes == code)
                 if out is None:
-                    out = self.symmetry.random(rows, act, symmetries=symmetries, log_scale=self.rescale_range)
+                    out = self.symmetry.random(rows, act, generator, symmetries=symmetries,
+                                               log_scale=self.rescale_range)
                 elif sel.any():
-                    out[sel] = self.symmetry.random(rows[sel], act, symmetries=symmetries,
+                    out[sel] = self.symmetry.random(rows[sel], act, generator, symmetries=symmetries,
                                                     log_scale=self.rescale_range)
-            rows = out
+            if out is not None:  # None only without activations, i.e. without rows: nothing to augment
+                rows = out
         if self.normalizer is not None:
             rows = self.normalizer.apply(rows)
         if "noise" in self.augment:
-            rows = noise(rows, self.noise_std)
+            rows = noise(rows, self.noise_std, generator)
         tokens = self.view_name == "tokens"  # the one view with a token matrix (checked in __init__ for window)
         if "erase" in self.augment and not tokens:
-            rows = erase(rows, self.erase_p, self.erase_scale)
+            rows = erase(rows, self.erase_p, self.erase_scale, generator=generator)
         batch = self.view.encode(rows)
         if tokens:
             if "erase" in self.augment:
-                batch["tokens"] = erase(batch["tokens"], self.erase_p, self.erase_scale, mask=batch["mask"])
+                batch["tokens"] = erase(batch["tokens"], self.erase_p, self.erase_scale, generator=generator,
+                                        mask=batch["mask"])
             if "window" in self.augment:
-                batch = random_window(batch, self.windowsize)
+                batch = random_window(batch, self.windowsize, generator)
         return batch
 
     def decode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -246,9 +285,11 @@ class ZooDataset(_Zoo, Dataset):
     """Checkpoints of one architecture of a zoo, map-style, fetched and transformed a batch at a time.
 
     Args:
-        store: a path, URL or open ``Zoo``; or a Hugging Face export (folder or Hub dataset id ``user/name``),
-            imported once into ``~/.cache/weightzoo`` (``$WEIGHTZOO_CACHE``). A URL (``s3://``, ``gs://``,
-            ``hf://``, ``https://``) is read in place; ``storage_options`` go to fsspec (credentials, endpoint).
+        store: a path, URL or open ``Zoo``; or a Hugging Face export (a folder, ``hf://user/name[@revision]``,
+            or ``user/name`` with ``hub=True`` and an optional ``revision``), imported once into
+            ``~/.cache/weightzoo`` (``$WEIGHTZOO_CACHE``). A store URL (``s3://``, ``gs://``,
+            ``hf://datasets/user/repo/path.zoo``, ``https://``) is read in place; ``storage_options`` go to
+            fsspec (credentials, endpoint). A local path that does not exist is an error, never a download.
         view: ``flat``, ``state_dict``, ``tokens``, ``nfn``, ``dws``, ``graph`` (``view_options`` such as
             ``tokensize``).
         split: ``train``, ``val``, ``test`` or ``all``; models (with all their checkpoints) are split by
@@ -262,9 +303,13 @@ class ZooDataset(_Zoo, Dataset):
             only where the model's activation allows it), ``noise`` (Gaussian, std ``noise_std``, after
             normalization), ``erase`` (probability ``erase_p``, area fraction ``erase_scale``), ``window``
             (tokens; ``windowsize``), ``two_view`` (two independent augmentations per sample, as
-            ``batch["view1"]`` and ``batch["view2"]``, for contrastive learning).
+            ``batch["view1"]`` and ``batch["view2"]``, for contrastive learning). Draws are a pure function of
+            (``seed``, epoch, the batch's positions): the same epoch is augmented identically whatever the
+            worker count; call ``set_epoch(e)`` each epoch for new draws where the order does not change.
         normalize: ``"layer"`` (per-tensor mean/std from the train split, cached in the store under
             ``.stats/``), a saved statistics file, or a ``Normalizer``; ``decode`` inverts it.
+        verify: check every row read against its recorded crc32; a damaged one raises a ``StoreError`` naming
+            the model and epoch (default: as the store was opened, ``zoo.open(path, verify=...)``).
     """
 
     def __len__(self) -> int:
@@ -306,12 +351,8 @@ class ZooStream(_Zoo, IterableDataset):
             raise ZooError(f"rank {self.rank} must lie in [0, world_size={self.world_size})")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.buffer_size = max(buffer_size, batch_size)
-        self.epoch = 0
         shard_rows = self.zoo.reader(self.arch).shard_rows
         self._shards = self.rows // shard_rows
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def epoch_order(self) -> np.ndarray:
         """All positions of this selection in this epoch's order: shards shuffled, rows within a shard kept

@@ -143,10 +143,12 @@ class NeuralGraph:
 
     @property
     def num_edges(self) -> int:
+        """Edges per graph (E): every model of the layout has the same graph, only its features differ."""
         return self.edge_index.shape[1]
 
     # --- encode / decode ---------------------------------------------------------------------
     def encode(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows (B, P) as the keys of the module docstring; the integer tensors are expanded views, not copies."""
         if rows.dim() != 2 or rows.shape[1] != self.layout.size:
             raise ZooError(f"graph view: rows of shape {tuple(rows.shape)}; expected (B, {self.layout.size})")
         b, dev = rows.shape[0], rows.device
@@ -159,6 +161,7 @@ class NeuralGraph:
                 "edge_type": self.edge_type.to(dev).expand(b, -1)}
 
     def decode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Rows (B, P) from ``node_features`` and ``edge_features`` alone (exact: each value is stored once)."""
         nodes = self._get(batch, "node_features", (self.num_nodes, len(NODE_FEATURES)))
         edges = self._get(batch, "edge_features", (self.num_edges, self.feature_width))
         if self._inverse is None:  # (slot, position) pairs of stored values, built on first use
@@ -187,7 +190,7 @@ class NeuralGraph:
         permutations ``perms`` (group -> new-to-old order, as ``SymmetrySpec.transform`` takes them)."""
         index = torch.arange(self.num_nodes)
         for s in self.node_sets:
-            if s.group in perms:
+            if s.group is not None and s.group in perms:
                 index[s.start:s.start + s.size] = s.start + perms[s.group].to(torch.int64).cpu()
         return index
 
@@ -224,5 +227,6 @@ def disjoint_union(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 @VIEWS.decorator("graph")
 def graph(layout: Layout, spec: SymmetrySpec | None = None) -> View:
+    """The ``NeuralGraph`` of ``layout``; needs the architecture's symmetry spec to connect the layers."""
     g = NeuralGraph(layout, require_spec("graph", spec))
     return View("graph", g.encode, g.decode)

@@ -25,7 +25,6 @@ from zoo.errors import ZooError
 from zoo.layout import Layout, TensorSpec
 from zoo.symmetry import SymmetrySpec, parse_axis
 
-
 #: BatchNorm roles in the order the views store them.
 NORM_ROLES = ("bn_weight", "bn_bias", "running_mean", "running_var")
 
@@ -44,10 +43,12 @@ class Layer:
 
     @property
     def out_units(self) -> int:
+        """Neurons or channels the layer outputs (the weight's first axis)."""
         return self.weight.shape[0]
 
     @property
     def in_units(self) -> int:
+        """Units the layer reads: channels of a flattened feature map count once, not once per position."""
         return self.weight.shape[1] // self.in_repeat
 
     @property
@@ -60,6 +61,7 @@ class Layer:
 
     @property
     def values_per_pair(self) -> int:
+        """Weights connecting one (out, in) unit pair: 1 for a plain dense layer."""
         return math.prod(self.kernel)
 
     @property

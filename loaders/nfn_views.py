@@ -73,6 +73,7 @@ class LayerTensors:
 
     # --- encode / decode ---------------------------------------------------------------------
     def encode(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows (B, P) as ``weight.i``, ``bias.i`` and ``norm.i`` in this style's shapes (module docstring)."""
         if rows.dim() != 2 or rows.shape[1] != self.layout.size:
             raise ZooError(f"{self.style} view: rows of shape {tuple(rows.shape)}; expected (B, {self.layout.size})")
         b = rows.shape[0]
@@ -95,6 +96,8 @@ class LayerTensors:
         return out
 
     def decode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Rows (B, P); a key missing or of the wrong shape is a ZooError; zero biases of bias-free layers are
+        ignored."""
         first = self._get(batch, "weight.0")
         b = first.shape[0]
         rows = first.new_empty(b, self.layout.size)
@@ -138,11 +141,13 @@ def weights_and_biases(batch: Mapping[str, torch.Tensor]) -> tuple[tuple[torch.T
 
 @VIEWS.decorator("nfn")
 def nfn(layout: Layout, spec: SymmetrySpec | None = None) -> View:
+    """NFN's layout, one tensor per layer weight and bias; needs the architecture's symmetry spec."""
     lt = LayerTensors(layout, require_spec("nfn", spec), "nfn")
     return View("nfn", lt.encode, lt.decode)
 
 
 @VIEWS.decorator("dws")
 def dws(layout: Layout, spec: SymmetrySpec | None = None) -> View:
+    """DWSNets' layout (input axis first); needs the architecture's symmetry spec."""
     lt = LayerTensors(layout, require_spec("dws", spec), "dws")
     return View("dws", lt.encode, lt.decode)

@@ -66,18 +66,22 @@ class Normalizer:
         return cls(layout, mean.tolist(), np.sqrt(var).tolist(), rows=int(rows.size))
 
     def apply(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows (B, P) to zero mean and unit variance per tensor, on the rows' device and in their dtype."""
         return (rows - self._mean.to(rows.device, rows.dtype)) / self._scale.to(rows.device, rows.dtype)
 
     def invert(self, rows: torch.Tensor) -> torch.Tensor:
+        """Undo ``apply``: normalized (e.g. generated) rows back to weights."""
         return rows * self._scale.to(rows.device, rows.dtype) + self._mean.to(rows.device, rows.dtype)
 
     def to_dict(self) -> dict:
+        """JSON-ready statistics by tensor name, with ``rows``: how many train rows they were fitted on."""
         return {"kind": "per_tensor", "rows": self.rows,
                 "tensors": {t.name: {"mean": m, "std": s} for t, m, s in zip(self.layout.tensors, self.mean,
                                                                               self.std)}}
 
     @classmethod
     def from_dict(cls, data: dict, layout: Layout, source: str = "normalization") -> Normalizer:
+        """Read ``to_dict`` output back; statistics for other tensors than the layout's are a ZooError."""
         tensors = data.get("tensors")
         names = [t.name for t in layout.tensors]
         if not isinstance(tensors, dict) or sorted(tensors) != sorted(names):
@@ -96,6 +100,7 @@ class Normalizer:
 
     @classmethod
     def load(cls, path: str | Path, layout: Layout) -> Normalizer:
+        """Read a file written by ``save``; an unreadable or non-JSON file is a ZooError."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:

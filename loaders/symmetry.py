@@ -72,7 +72,7 @@ class BatchSymmetry:
                             for n, axis, repeat in entries] for g in spec.groups}
         self.blocks = [_blocks(t, spec.axes.get(t.name, (None,) * len(t.shape))) for t in layout.tensors]
 
-    def draw(self, batch: int, activation: str | Mapping[int, str] | None, generator: torch.Generator | None,
+    def draw(self, batch: int, activation: str | None, generator: torch.Generator | None,
              symmetries=SYMMETRIES, device: torch.device | str = "cpu",
              log_scale: float = 1.0) -> tuple[dict, dict]:
         """Random permutations (B, n) and per-unit scales (B, n) for every group the activation allows."""
@@ -110,12 +110,13 @@ class BatchSymmetry:
                 stride //= n
                 shape = [1] * (len(b.dims) + 1)
                 shape[axis + 1] = n
-                if g in perms:
+                if g is not None and g in perms:
                     shape[0] = batch
                     term = (perms[g] * stride).view(shape)
                 else:
                     term = (torch.arange(n, device=rows.device) * stride).view(shape)
                 index = term if index is None else index + term
+            assert index is not None  # b.dims is not empty: a permuted block has a unit axis
             index = index.expand(batch, *(n for n, _ in b.dims)).reshape(batch, b.count)
             dst.view(batch, b.count, b.block)[:] = src.view(batch, b.count, b.block)[samples, index]
         return out
@@ -134,11 +135,13 @@ class BatchSymmetry:
 
     def apply(self, rows: torch.Tensor, perms: Mapping[str, torch.Tensor],
               scales: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Transform a copy of ``rows`` by given draws (``draw``'s output), permutation first; ``rows`` is kept."""
         out = self.permute(rows, perms) if perms else rows.clone()
         return self.scale_(out, scales) if scales else out
 
     def random(self, rows: torch.Tensor, activation: str | None, generator: torch.Generator | None = None,
                symmetries=SYMMETRIES, log_scale: float = 1.0) -> torch.Tensor:
+        """Each row under its own random function-preserving transform: ``draw`` on the rows' device, ``apply``."""
         perms, scales = self.draw(rows.shape[0], activation, generator, symmetries, rows.device, log_scale)
         return self.apply(rows, perms, scales)
 

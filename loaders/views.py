@@ -22,6 +22,8 @@ from zoo.registry import Registry
 
 @dataclass(frozen=True)
 class View:
+    """A view's two directions; ``decode`` is None for a view that cannot give rows back."""
+
     name: str
     encode: Callable[[torch.Tensor], dict[str, torch.Tensor]]
     decode: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None
@@ -49,11 +51,13 @@ def make_view(name: str, layout: Layout, spec: Any = None, **options: Any) -> Vi
 
 @VIEWS.decorator("flat")
 def flat(layout: Layout) -> View:
+    """``{"weights": rows}``, the (B, P) rows unchanged: for learners that take one vector per model."""
     return View("flat", lambda rows: {"weights": rows}, lambda batch: batch["weights"])
 
 
 @VIEWS.decorator("state_dict")
 def state_dict(layout: Layout) -> View:
+    """Tensor name -> (B, *shape): each model as its checkpoint's tensors (``Layout.unflatten``)."""
     return View("state_dict", lambda rows: layout.unflatten(rows), lambda batch: layout.flatten(batch))
 
 
@@ -99,9 +103,12 @@ class Tokenizer:
 
     @property
     def num_tokens(self) -> int:
+        """Tokens per model (T); every model of the layout has the same."""
         return self.index.shape[0]
 
     def encode(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``tokens`` (B, T, tokensize), zero-padded; ``mask`` (B, T, tokensize), true on real values;
+        ``positions`` (B, T, 3). ``mask`` and ``positions`` are expanded views, the same for every sample."""
         b = rows.shape[0]
         padded = torch.cat([rows, rows.new_zeros(b, 1)], dim=1)
         tokens = padded.index_select(1, self.gather.to(rows.device)).view(b, self.num_tokens, self.tokensize)
@@ -110,6 +117,7 @@ class Tokenizer:
                 .expand(b, -1, -1)}
 
     def decode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Rows (B, P) from ``batch["tokens"]`` alone: the values in padding slots are dropped."""
         tokens = batch["tokens"]
         b = tokens.shape[0]
         rows = torch.zeros(b, self.layout.size, dtype=tokens.dtype, device=tokens.device)
@@ -120,6 +128,7 @@ class Tokenizer:
 
 @VIEWS.decorator("tokens")
 def tokens(layout: Layout, tokensize: int = 64) -> View:
+    """SANE-style tokens of ``tokensize`` values (``Tokenizer``); ``random_window`` cuts training windows."""
     tok = Tokenizer(layout, tokensize)
     return View("tokens", tok.encode, tok.decode)
 
@@ -137,5 +146,6 @@ def random_window(batch: dict[str, torch.Tensor], windowsize: int, generator: to
 
 
 def check_view(name: str) -> None:
+    """Refuse an unknown view name before any work (a ZooError that lists the views and suggests one)."""
     if name not in VIEWS:
         raise ZooError(f"view: {allowed_text(name, VIEWS.names())}")

@@ -22,6 +22,22 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _architecture_cache(tmp_path_factory):
+    """Architecture facts (layouts, activation sizes) are memoized on disk: keep the suite's memo to itself."""
+    import os
+
+    from zoo.architectures.cache import CACHE_ENV
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("weightzoo-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
 def tiny_dict(**overrides) -> dict:
     data = copy.deepcopy(TINY)
     for path, value in overrides.items():
@@ -64,3 +80,24 @@ def filled(store_path, manifest):
     writer = zoo.create(store_path, manifest, group_size=3)
     written = fill_units(writer, writer.plan.units)
     return writer, written
+
+
+#: Metadata columns that differ between two builds of the same zoo (the clock).
+TIMING = frozenset({"wall_time_s"})
+
+
+def assert_same_zoo(a: zoo.Zoo | str | Path, b: zoo.Zoo | str | Path) -> None:
+    """Every metadata value (timing aside; NaN, a diverged model's loss, equals NaN) and every weight bit."""
+    a = a if isinstance(a, zoo.Zoo) else zoo.open(a)
+    b = b if isinstance(b, zoo.Zoo) else zoo.open(b)
+    ma, mb = a.metadata, b.metadata
+    assert ma.num_rows == mb.num_rows == a.plan.checkpoints
+    assert ma.column_names == mb.column_names
+    for name in ma.column_names:
+        if name not in TIMING:
+            va, vb = ma.column(name).to_pylist(), mb.column(name).to_pylist()
+            assert all(x == y or (x != x and y != y) for x, y in zip(va, vb, strict=True)), name
+    for arch in a.arch_ids:
+        rows = [r for r, x in zip(ma.column("row").to_pylist(), ma.column("arch").to_pylist()) if x == arch]
+        assert np.array_equal(a.read_rows(arch, rows).view(np.uint32), b.read_rows(arch, rows).view(np.uint32))
+

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from builders.augment import KINDS, augment, crop_flip, flip_rotate
+from builders.augment import augment, crop_flip, flip_rotate
 from zoo.errors import ZooError
+from zoo.recipes import AUGMENTATIONS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -27,7 +28,7 @@ def windows(img: torch.Tensor, pad: int = 4) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", AUGMENTATIONS.names())
 def test_shape_dtype_and_leading_dims(kind, device):
     x = torch.rand(2, 3, 1, 28, 28, device=device)
     out = augment(x, kind, gen(0, device))

@@ -9,15 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import assert_same_zoo
 
 import zoo
 from builders import build
 from zoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"wall_time_s"}
 
 SMALL = """
 [zoo]
@@ -54,19 +53,6 @@ def zoo_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "zoo.cli", *args]
 
 
-def assert_same_zoo(a_path, b_path) -> None:
-    a, b = zoo.open(a_path), zoo.open(b_path)
-    ma, mb = a.metadata, b.metadata
-    assert ma.num_rows == mb.num_rows == a.plan.checkpoints
-    for name in ma.column_names:
-        if name not in TIMING:
-            va, vb = ma.column(name).to_pylist(), mb.column(name).to_pylist()
-            assert all(x == y or (x != x and y != y) for x, y in zip(va, vb)), name  # NaN (diverged) equals NaN
-    for arch in a.arch_ids:
-        rows = [r for r, a in zip(ma.column("row").to_pylist(), ma.column("arch").to_pylist()) if a == arch]
-        assert np.array_equal(a.read_rows(arch, rows).view(np.uint32), b.read_rows(arch, rows).view(np.uint32))
-
-
 def test_build_records_every_checkpoint_with_metrics(tmp_path):
     report = build(small_manifest(tmp_path), tmp_path / "a.zoo", device="cpu", group_size=2, quiet=True)
     z = zoo.open(tmp_path / "a.zoo")
@@ -90,7 +76,7 @@ def test_build_records_every_checkpoint_with_metrics(tmp_path):
     assert report.diverged == {r["model_id"] for r in exploded}
     assert len(bad) == 6 * 4
     # the stored module reproduces the recorded accuracy
-    from zoo.data import load_image_data
+    from builders.data import load_image_data
     data = load_image_data(z.manifest.dataset)
     r = next(r for r in ok if r["epoch"] == 4)
     pred = z.module(r["model_id"], 4)(data.test.x).argmax(1)

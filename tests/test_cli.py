@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from zoo.cli import main
+from zoo.cli import Importer, main
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests"
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -42,7 +47,7 @@ def test_bad_manifest_exit_code_and_message(capsys, tmp_path):
     code, out, err = run(capsys, "plan", str(path))
     assert code == 2 and out == ""
     assert err.strip() == (f"zoo plan: error: {path}: field 'checkpoints.epochs': got 3; epochs are integers in the "
-                           "inclusive range (0, 2) (0 = initialization)")
+                           "inclusive range [0, 2] (0 = initialization)")
 
 
 def test_info_status_verify(capsys, filled):
@@ -77,3 +82,64 @@ def test_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bulid"])
     assert e.value.code == 2
+
+
+def test_one_command_table_drives_the_parser():
+    from zoo.cli import COMMANDS, IMPORTERS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [c.name for c in COMMANDS.values()]
+    assert [c.name for c in COMMANDS.values()] == ["build", "plan", "info", "status", "verify", "compact",
+                                                   "architectures", "report", "import", "export", "push"]
+    sources = next(a for a in sub.choices["import"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sources.choices) == IMPORTERS.names() == ["hf", "modelzoo", "smallcnnzoo"]
+    for source in IMPORTERS.values():  # every importer under the one protocol
+        assert isinstance(source, Importer) and sources.choices[source.name].description == source.help
+
+
+def test_info_explains_padded_rows(capsys, filled):
+    writer, _ = filled  # 20 models in 2 structures of 10: groups of 3, 3, 3, 1 each; 3 checkpoint epochs
+    code, out, _ = run(capsys, "info", writer.url, "--json")
+    info = json.loads(out)
+    a = info["architectures"]["mlp"]
+    assert code == 0 and (a["rows"], a["rows_planned"], a["rows_padding"]) == (8 * 3 * 3, 20 * 3, 8 * 3 * 3 - 60)
+    assert "padding (rows_padding)" in info["rows_note"] and "group_size = 3 rows" in info["rows_note"]
+    code, out, _ = run(capsys, "info", writer.url)
+    assert "72 rows of" in out and "floats (60 for checkpoints, 12 padding)" in out
+
+
+def test_quiet_hides_the_progress_bar_not_the_summary(capsys, tmp_path):
+    manifest = tmp_path / "q.toml"
+    manifest.write_text('[zoo]\nname = "q"\n[dataset]\nname = "digits"\nresize = 8\n[architecture]\nname = "mlp"\n'
+                        'hidden = [4]\n[training]\nepochs = 1\nbatch_size = 256\n[population]\nseeds = [1, 2]\n')
+    code, out, err = run(capsys, "build", str(manifest), "-o", str(tmp_path / "q.zoo"), "--quiet", "--device", "cpu")
+    assert code == 0 and err == ""  # no progress bar
+    assert out.count("\n") == 1 and ": wrote 2 unit(s), skipped 0 already committed; 2 model-epochs in" in out
+
+
+def test_closed_pipe_exits_quietly(tmp_path):
+    """`zoo ... --json | head`: the reader goes away; no BrokenPipeError traceback, exit 141 (128 + SIGPIPE)."""
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "zoo.cli", "architectures", "--json"], stdout=write,
+                              stderr=subprocess.PIPE, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr.decode()) == (141, "")
+
+
+@pytest.mark.parametrize("argv,absent", [
+    (["--help"], ("torch", "builders", "loaders")),
+    (["import", "--help"], ("torch", "builders", "loaders")),
+    (["info", "STORE"], ("torch", "torchvision", "builders", "loaders")),
+    (["status", "STORE", "--json"], ("torch", "torchvision", "builders", "loaders")),
+])
+def test_light_commands_import_nothing_heavy(argv, absent, filled):
+    writer, _ = filled
+    argv = [writer.url if a == "STORE" else a for a in argv]
+    code = ("import sys\nfrom zoo.cli import main\ntry:\n    code = main(%r)\nexcept SystemExit as e:\n"
+            "    code = e.code\nprint(code, sorted(m for m in %r if m in sys.modules), file=sys.stderr)\n"
+            % (argv, absent))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.stderr.strip().splitlines()[-1] == "0 []"

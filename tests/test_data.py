@@ -1,4 +1,4 @@
-"""zoo.data: torchvision's own readers on tiny files written here, and scikit-learn's bundled digits.
+"""builders.data: torchvision's own readers on tiny files written here, and scikit-learn's bundled digits.
 
 Nothing is downloaded: MNIST is written as raw IDX files, CIFAR-10 as python pickle batches, in the
 folder layout torchvision expects, so the real reader code runs on them.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.data import LUMA, ImageData, load_image_data
+from builders.data import LUMA, ImageData, load_image_data
 from zoo.datasets import input_shape
 from zoo.errors import ZooError
 
@@ -272,7 +272,7 @@ def test_resize_and_center_crop(cifar, mnist):
 def test_batched_preprocessing_equals_one_batch(cifar, monkeypatch):
     root, _ = cifar
     whole = load(root, "cifar10", resize=40, center_crop=36, val_size=5)
-    monkeypatch.setattr("zoo.data._BATCH_FLOATS", 3 * 40 * 40 * 3)  # 3 images per preprocessing batch
+    monkeypatch.setattr("builders.data._BATCH_FLOATS", 3 * 40 * 40 * 3)  # 3 images per preprocessing batch
     batched = load(root, "cifar10", resize=40, center_crop=36, val_size=5)
     for a, b in ((whole.train, batched.train), (whole.val, batched.val), (whole.test, batched.test)):
         torch.testing.assert_close(a.x, b.x, rtol=0, atol=1e-6)

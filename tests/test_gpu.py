@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_zoo
+from test_build import small_manifest
 
 import zoo
 from builders import build
+from builders.data import Split
 from builders.population import Population
 from builders.sizing import CPU_POPULATION_MODELS, population_size
-from zoo.data import Split
 from zoo.manifest import Manifest
-
-from test_build import assert_same_zoo, small_manifest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -13,6 +13,7 @@ import gzip
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,10 +21,10 @@ import torch
 from torch import nn
 
 import zoo
-from builders.importers import IMPORTERS, import_modelzoo, import_smallcnnzoo, import_zoo
+from builders.importers import import_modelzoo, import_smallcnnzoo
 from builders.importers import modelzoo as mz
 from loaders import ZooDataset
-from zoo.cli import main
+from zoo.cli import IMPORTERS, main
 from zoo.errors import ManifestError, ZooError
 from zoo.manifest import Manifest
 from zoo.plan import Plan
@@ -122,12 +123,16 @@ def mz_template(tmp_path_factory):
     return root, write_modelzoo(root)
 
 
+def fresh_copy(template: tuple[Path, Any], tmp_path: Path) -> tuple[Path, Any]:
+    """A fresh copy of a module-scoped source folder (tests damage it), with what was written into it."""
+    root, written = template
+    shutil.copytree(root, tmp_path / root.name)
+    return tmp_path / root.name, written
+
+
 @pytest.fixture
 def mzdir(mz_template, tmp_path):
-    """A fresh copy of the Model Zoos fixture (tests damage it)."""
-    root, trials = mz_template
-    shutil.copytree(root, tmp_path / root.name)
-    return tmp_path / root.name, trials
+    return fresh_copy(mz_template, tmp_path)
 
 
 def test_modelzoo_import_reproduces_outputs_and_metadata(mzdir, tmp_path):
@@ -461,9 +466,7 @@ def sc_template(tmp_path_factory):
 
 @pytest.fixture
 def scdir(sc_template, tmp_path):
-    root, runs = sc_template
-    shutil.copytree(root, tmp_path / root.name)
-    return tmp_path / root.name, runs
+    return fresh_copy(sc_template, tmp_path)
 
 
 def test_smallcnnzoo_import_reproduces_keras_outputs_and_metadata(scdir, tmp_path):
@@ -602,13 +605,14 @@ def test_cli_import_both_sources(mzdir, scdir, tmp_path, capsys):
     assert (out["models"], out["checkpoints"], out["zoo"], out["format"]) == (4, 12, "mnist-mini", "modelzoo")
     sc, _ = scdir
     assert main(["import", "smallcnnzoo", str(sc), str(tmp_path / "b.zoo"), "--quiet"]) == 0
+    out = capsys.readouterr()  # --quiet: no progress bar, the summary stays
+    assert out.err == "" and "imported 5 models, 15 checkpoints (epochs 0, 1, 3)" in out.out
     assert main(["import", "smallcnnzoo", str(sc), str(tmp_path / "b.zoo")]) == 0  # resumed: nothing to do
-    assert "imported 5 models, 15 checkpoints (epochs 0, 1, 3)" in capsys.readouterr().out
+    assert "wrote 0 unit(s), skipped" in capsys.readouterr().out
     assert main(["import", "modelzoo", str(tmp_path / "nowhere"), str(tmp_path / "c.zoo"), "--dataset",
                  "mnist"]) == 2
     assert "zoo import: error: " in capsys.readouterr().err and not (tmp_path / "c.zoo").exists()
-    assert IMPORTERS.names() == ["modelzoo", "smallcnnzoo"]
-    assert import_zoo("smallcnnzoo", sc, tmp_path / "d.zoo").models == 5
+    assert IMPORTERS.names() == ["hf", "modelzoo", "smallcnnzoo"]
 
 
 # --- the manifest's explicit population ---------------------------------------------------------------------

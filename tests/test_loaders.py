@@ -113,3 +113,65 @@ def test_dataset_errors(filled):
         ZooDataset(writer.url, augment=("permute2",))
     with pytest.raises(zoo.ZooError, match=r"targets: unknown metadata column got 'accuracy'"):
         ZooDataset(writer.url, targets=("accuracy",))
+
+
+AUGMENT = ("permute", "rescale", "signflip", "noise", "erase")
+
+
+def _epoch(ds: ZooDataset, epoch: int, workers: int) -> list[torch.Tensor]:
+    """One epoch's augmented weights, batch by batch, in the sampler's (fixed) order."""
+    ds.set_epoch(epoch)
+    loader = DataLoader(ds, batch_size=7, shuffle=False, num_workers=workers, collate_fn=ds.collate,
+                        multiprocessing_context="fork" if workers else None)
+    return [batch["weights"] for batch in loader]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_augmentation_is_reproduced_from_seed_and_epoch(filled):
+    writer, _ = filled
+    ds = ZooDataset(writer.url, augment=AUGMENT, seed=3)
+    torch.manual_seed(0)
+    first = _epoch(ds, 0, workers=0)
+    stored = torch.from_numpy(ds.zoo.read_rows(ds.arch, ds.rows))
+    assert not torch.equal(torch.cat(first), stored), "the augmentation ran"
+    torch.manual_seed(1)  # torch's global generator plays no part
+    assert _same(_epoch(ds, 0, workers=0), first)
+    assert _same(_epoch(ds, 0, workers=2), first), "two workers augment each batch as one process does"
+    assert _same(_epoch(ZooDataset(writer.url, augment=AUGMENT, seed=3), 0, workers=2), first)
+    other_seed = _epoch(ZooDataset(writer.url, augment=AUGMENT, seed=4), 0, workers=0)
+    next_epoch = _epoch(ds, 1, workers=2)
+    for other in (other_seed, next_epoch):
+        assert len(other) == len(first) and not any(torch.equal(x, y) for x, y in zip(other, first))
+
+
+def test_datasets_with_verify_name_a_damaged_checkpoint(filled):
+    from test_store import flip_byte
+
+    from loaders import ZooStream
+
+    writer, _ = filled
+    u = writer.plan.units[5]
+    flip_byte(writer, u, writer.layout(u.arch_id).size * 4 + 17, 0x40)  # inside slot 1's row
+    model, epoch = u.model_ids[1], u.epoch
+    message = rf"model {model} epoch {epoch} \({u.arch_id} row {u.row_start + 1}\): checksum \d+ != recorded \d+"
+    plain = ZooDataset(writer.url)
+    assert len(list(DataLoader(plain, batch_size=7, collate_fn=plain.collate))) == 9  # silent without verify
+    ds = ZooDataset(writer.url, verify=True)
+    damaged = int(((ds.model_ids == model) & (ds.rows == u.row_start + 1)).nonzero()[0][0])
+    ds.__getitems__([i for i in range(len(ds)) if i != damaged])  # every other checkpoint reads
+    with pytest.raises(zoo.StoreError, match=message):
+        ds.__getitems__([0, damaged])
+    with pytest.raises(zoo.StoreError, match=message):
+        list(DataLoader(ds, batch_size=7, num_workers=2, collate_fn=ds.collate))
+    with pytest.raises(zoo.StoreError, match=message):  # verify=True on the store carries over
+        ZooDataset(zoo.open(writer.url, verify=True))[damaged]
+    for direct in (True, False):  # memory-mapped batches, and windows read ahead
+        stream = ZooStream(writer.url, batch_size=4, verify=True)
+        stream.zoo.reader(stream.arch).direct = direct
+        with pytest.raises(zoo.StoreError, match=message):
+            list(stream)
+    with pytest.raises(zoo.StoreError, match=message):  # normalization statistics are read with verify too
+        ZooDataset(writer.url, split="train", normalize="layer", verify=True, split_fractions={"train": 1.0})

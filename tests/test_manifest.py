@@ -107,7 +107,7 @@ def test_checkpoint_epochs_all():
     ({"architecture__name": "cnn-xs"}, r"tiny.toml: field 'architecture.name': got 'cnn-xs'; allowed: cnn-l, cnn-s, "
                                        r"mlp, resnet, resnet18, smallcnn \(did you mean 'cnn-s'\?\)"),
     ({"checkpoints__epochs": [0, -1]}, r"tiny.toml: field 'checkpoints.epochs': got -1; epochs are integers in the "
-                                       r"inclusive range \(0, 3\)"),
+                                       r"inclusive range \[0, 3\]"),
     ({"checkpoints__epochs": [0, 9]}, r"field 'checkpoints.epochs': got 9"),
     ({"training__epochs": -2}, r"tiny.toml: field 'training.epochs': expected a value > 0, got -2"),
     ({"training__learning_rate": 0.1}, r"tiny.toml: field 'training.learning_rate': unknown field; got "

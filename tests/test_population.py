@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from builders.data import Split
 from builders.optim import lr_factor
 from builders.population import Population, data_order
 from builders.reference import train_single
-from zoo.data import Split
 from zoo.manifest import Manifest
 
 
@@ -37,10 +37,10 @@ def _compare(manifest: Manifest, train: Split, epochs: int, dtype: torch.dtype =
 
     In float64 one step's gradients agree to 1e-16 (the arithmetic is the same; per-model grad under vmap sums
     in another order than one model's backward), and after hundreds of steps the rows agree norm-wise to 1e-5:
-    momentum and high learning rates amplify the last bits a little. In float32 they agree to round-off (norm-wise, 1e-4) over tens of steps; the sums
-    of a grouped convolution round differently, and over hundreds of steps on random labels such a last bit
-    can tip a max-pool tie or an Adam step on a near-zero second moment, so float32 is checked on the shorter
-    horizon."""
+    momentum and high learning rates amplify the last bits a little. In float32 they agree to round-off
+    (norm-wise, 1e-4) over tens of steps; the sums of a grouped convolution round differently, and over
+    hundreds of steps on random labels such a last bit can tip a max-pool tie or an Adam step on a near-zero
+    second moment, so float32 is checked on the shorter horizon."""
     specs = list(manifest.models)
     arch = specs[0].architecture
     train = Split(train.x.to(dtype), train.y)
@@ -57,7 +57,8 @@ def _compare(manifest: Manifest, train: Split, epochs: int, dtype: torch.dtype =
         where = f"model {spec.model_id} ({dict(spec.hparams)})"
         if dtype == torch.float64:
             assert float((rows[k] - expected).norm() / expected.norm()) < 1e-5, where
-            torch.testing.assert_close(rows[k], expected, rtol=1e-4, atol=1e-5, msg=lambda m: f"{where}: {m}")
+            torch.testing.assert_close(rows[k], expected, rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, where=where: f"{where}: {m}")
         else:
             assert float((rows[k] - expected).norm() / expected.norm()) < 1e-4, where
 

@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import assert_same_zoo
 
 import zoo
 from builders import build
-from builders.build import STATE_DIR
+from builders.orchestration import STATE_DIR
 from zoo.cli import main
 from zoo.errors import StoreError, ZooError
 from zoo.manifest import load_manifest
 from zoo.plan import Plan
-
-from test_build import assert_same_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 

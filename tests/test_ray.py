@@ -11,8 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import assert_same_zoo
 
 import zoo
 from builders import build
@@ -21,8 +21,9 @@ from zoo.cli import main
 ray = pytest.importorskip("ray")
 from builders.ray_backend import default_gpus_per_group, ray_build  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"wall_time_s"}
 
 # 12 models in groups of 2 (6 groups, 18 units); lr 1e30 with relu diverges, so NaN metrics are compared too
 TINY = """
@@ -92,21 +93,6 @@ def tiny(tmp_path_factory):
     manifest.write_text(TINY)
     build(manifest, root / "local.zoo", device="cpu", group_size=2, quiet=True)
     return manifest, root / "local.zoo"
-
-
-def assert_same_zoo(a_path, b_path) -> None:
-    """Every metadata value (timing aside; NaN equals NaN) and every weight bit."""
-    a, b = zoo.open(a_path), zoo.open(b_path)
-    ma, mb = a.metadata, b.metadata
-    assert ma.num_rows == mb.num_rows == a.plan.checkpoints
-    assert ma.column_names == mb.column_names
-    for name in ma.column_names:
-        if name not in TIMING:
-            va, vb = ma.column(name).to_pylist(), mb.column(name).to_pylist()
-            assert all(x == y or (x != x and y != y) for x, y in zip(va, vb, strict=True)), name
-    rows = ma.column("row").to_pylist()
-    for arch in a.arch_ids:
-        assert np.array_equal(a.read_rows(arch, rows).view(np.uint32), b.read_rows(arch, rows).view(np.uint32))
 
 
 def one_row_per_checkpoint(path) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fill_units, tiny_manifest
 
 import zoo
 from builders import build
-from conftest import fill_units, tiny_manifest
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.report import ReportOptions, write_report

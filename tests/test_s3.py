@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_zoo, fill_units
 from torch.utils.data import DataLoader
 
 import zoo
 from builders import build
-from conftest import fill_units
 from loaders import ZooDataset, ZooStream
 from zoo.cli import main
+
+pytestmark = pytest.mark.s3
 
 s3fs = pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -109,17 +111,6 @@ def stores(endpoint, tmp_path_factory):
     return local, url, summaries
 
 
-def same_store(a: zoo.Zoo, b: zoo.Zoo) -> None:
-    ma, mb = a.metadata, b.metadata
-    assert ma.num_rows == mb.num_rows == a.plan.checkpoints
-    for name in ma.column_names:
-        if name != "wall_time_s":
-            assert ma.column(name).to_pylist() == mb.column(name).to_pylist(), name
-    (arch,) = a.arch_ids
-    rows = ma.column("row").to_pylist()
-    assert np.array_equal(a.read_rows(arch, rows).view(np.uint32), b.read_rows(arch, rows).view(np.uint32))
-
-
 def test_build_on_s3_resumes_and_equals_a_local_build(stores):
     local, url, (first, second) = stores
     assert (first["units_written"], first["units_skipped"]) == (3, 0)  # shard 0/2: group 0
@@ -128,7 +119,7 @@ def test_build_on_s3_resumes_and_equals_a_local_build(stores):
     assert second["store"] == url
     remote = zoo.open(url)
     assert remote.local is None and remote.reader(remote.arch_ids[0]).remote is not None  # ranged reads
-    same_store(zoo.open(local), remote)
+    assert_same_zoo(zoo.open(local), remote)
 
 
 class _Counting:
@@ -322,7 +313,7 @@ def test_read_only_store_over_http(stores):
         url = f"http://127.0.0.1:{server.server_address[1]}/{local.name}"
         remote = zoo.open(url)
         assert remote.reader(remote.arch_ids[0]).remote is not None
-        same_store(zoo.open(local), remote)
+        assert_same_zoo(zoo.open(local), remote)
         assert zoo.verify(remote).ok
         batch = next(iter(DataLoader(ZooStream(url, batch_size=12, shuffle=False), batch_size=None)))
         assert batch["weights"].shape == (12, remote.layout(remote.arch_ids[0]).size)

@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
+from builders.data import Split
+from builders.devices import choose_mode
 from builders.optim import lr_factor
 from builders.population import Population
 from builders.reference import train_single
-from builders.step import StepKey, choose_mode, make_step
+from builders.step import StepKey, make_step
 from builders.streams import combine, model_keys, uniform
-from zoo.data import Split
 from zoo.manifest import Manifest
 
 
@@ -42,6 +43,7 @@ def _rows(specs, train: Split, epochs: int, **kw) -> tuple[torch.Tensor, Populat
     ({"name": "mlp", "hidden": [16]}, "digits", (1, 8, 8), False),  # vmap over functional_call
     ({"name": "cnn-s"}, "mnist", (1, 28, 28), True),  # the grouped forward (grouped.py)
 ])
+@pytest.mark.slow
 def test_compiled_step_equals_eager_and_single_model_training(arch, dataset, shape, grouped):
     """torch.compile(fullgraph=True) refuses any graph break: a .item(), a .cpu() or a Python branch on a tensor
     value in forward, backward, optimizer update or schedule would fail this test. Dropout (per-model rates,

@@ -300,3 +300,90 @@ def test_fsspec_url_store_round_trip(manifest):
     assert torch.equal(z.layout(u.arch_id).flatten(sd), torch.from_numpy(written[u.unit_id][1]))
     assert verify(url).ok
     fs.rm(url, recursive=True)
+
+
+def test_verify_on_read_names_the_damaged_model_and_epoch(filled):
+    writer, written = filled
+    u = writer.plan.units[5]
+    flip_byte(writer, u, writer.layout(u.arch_id).size * 4 + 17, 0x40)  # inside slot 1's row
+    model, epoch, row = u.model_ids[1], u.epoch, u.row_start + 1
+    plain = zoo.open(writer.url)
+    layout = plain.layout(u.arch_id)
+    # without verify the damaged row comes back silently: one value differs from what was written
+    damaged = layout.flatten(plain.state_dict(model, epoch)).numpy()
+    assert (damaged.view(np.uint32) != written[u.unit_id][1].view(np.uint32)).sum() == 1
+    checked = zoo.open(writer.url, verify=True)
+    message = rf"tiny.zoo: model {model} epoch {epoch} \({u.arch_id} row {row}\): checksum \d+ != recorded \d+"
+    with pytest.raises(StoreError, match=message):
+        checked.state_dict(model, epoch)
+    with pytest.raises(StoreError, match=message):
+        checked.module(model, epoch)
+    with pytest.raises(StoreError, match=message):
+        checked.read_rows(u.arch_id, [u.row_start, row])
+    with pytest.raises(StoreError, match=message):
+        plain.read_rows(u.arch_id, [row], verify=True)
+    # the undamaged rows of that shard, and every other checkpoint, read (and check) as written
+    sd = checked.state_dict(u.model_ids[0], epoch)
+    assert torch.equal(layout.flatten(sd), torch.from_numpy(written[u.unit_id][0]))
+    for other in writer.plan.units:
+        if other.unit_id != u.unit_id:
+            got = checked.read_rows(other.arch_id, [other.row_start + i for i in range(len(other.model_ids))])
+            assert np.array_equal(got.view(np.uint32), written[other.unit_id].view(np.uint32))
+    # padding rows (no checkpoint, so no checksum) pass
+    partial = next(x for x in writer.plan.units if len(x.model_ids) < 3)
+    padding = checked.read_rows(partial.arch_id, [partial.row_start + 2])
+    assert not padding.any()
+
+
+def test_store_damage_and_bad_requests_are_store_errors(filled):
+    writer, _ = filled
+    u = writer.plan.units[2]
+    z = zoo.open(writer.url)
+    rows = z.reader(u.arch_id).rows
+    with pytest.raises(StoreError, match=rf"weights/{u.arch_id}: rows must lie in \[0, {rows}\); got -1..{rows}"):
+        z.read_rows(u.arch_id, [-1, rows])
+    flip_byte(writer, u, -10, 0xFF)  # an inner chunk's size in the shard index
+    with pytest.raises(StoreError, match=r"c/\d+/0: damaged index \(inner chunks of \d+ bytes inside the file "
+                                         r"expected\); run `zoo verify` on the store"):
+        zoo.open(writer.url).read_rows(u.arch_id, [u.row_start])
+    array = writer.weights(u.arch_id)
+    shard = Path(writer.url) / array.path / array.metadata.encode_chunk_key((u.row_start // 3, 0))
+    shard.write_bytes(shard.read_bytes()[:20])
+    with pytest.raises(StoreError, match=r"c/\d+/0 is truncated \(20 bytes; its index alone takes 52\)"):
+        zoo.open(writer.url).read_rows(u.arch_id, [u.row_start])
+
+
+def test_errors_a_user_can_provoke_are_zoo_errors(filled):
+    from zoo.errors import UnknownNameError
+    from zoo.registry import Registry
+    from zoo.store import format as fmt
+
+    writer, _ = filled
+    layout = writer.layout(writer.arch_ids[0])
+    with pytest.raises(UnknownNameError, match=r"layout tensor: got 'fc1.wieght'; allowed: .*fc1.weight.* "
+                                               r"\(did you mean 'fc1.weight'\?\)"):
+        layout["fc1.wieght"]
+    with pytest.raises(KeyError):  # still a KeyError for code that asks ``except KeyError``
+        layout["nope"]
+    registry: Registry[int] = Registry("thing")
+    registry.register("One", 1)
+    with pytest.raises(ZooError, match=r"thing 'one' is already registered; register it under another name"):
+        registry.register("one", 2)
+    with pytest.raises(ZooError, match=r"hyperparameter column 'epoch' collides with a store column; the store's "
+                                       r"own columns are model_id, epoch, "):
+        fmt.metadata_schema({"epoch": int})
+    with pytest.raises(ZooError, match=r"hyperparameter column 'widths': type 'dict' has no metadata column type; "
+                                       r"allowed: str, float, int, bool, list"):
+        fmt.metadata_schema({"widths": dict})
+
+
+def test_resume_state_of_another_group_is_a_store_error(manifest):
+    from builders.population import Population
+
+    specs = manifest.models[:2]
+    pop = Population(list(specs), specs[0].architecture.layout)
+    state = pop.state_dict()
+    state["model_ids"] = [7, 8]
+    with pytest.raises(StoreError, match=r"resume state holds models \[7, 8\], this population trains models "
+                                         r"\[0, 1\]; remove the store's .build/ folder"):
+        pop.load_state_dict(state)

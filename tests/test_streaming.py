@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 import zoo
 from loaders import Normalizer, ZooDataset, ZooStream, load_split, save_split
 from loaders.augment import erase
+from zoo.errors import ZooError
 
 
 def _pairs(batches) -> list[tuple[int, int]]:
@@ -208,8 +209,10 @@ def test_erase_rows_and_tokens():
     mask[:, 12:] = False
     out = erase(tokens * mask, p=1.0, scale=(0.1, 0.3), generator=g, mask=mask)
     assert (out[:, :, 12:] == 0).all() and ((out == 0) & mask).any(dim=(1, 2)).all()
-    with pytest.raises(ValueError, match="erase: need 0 <= p <= 1"):
+    with pytest.raises(ZooError, match=r"erase: need 0 <= erase_p <= 1 .* got erase_p=2.0, erase_scale=\(0.02, 0.33\)"):
         erase(x, p=2.0)
+    with pytest.raises(ZooError, match=r"expected rows \(B, P\) or tokens \(B, T, D\), got shape \(4,\)"):
+        erase(torch.ones(4))
 
 
 def test_dataset_erase_and_window_batches(filled):
@@ -230,3 +233,34 @@ def test_stream_spawn_workers_see_every_sample_once(filled):
     loader = DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context="spawn")
     seen = _pairs(loader)
     assert sorted(seen) == _all_pairs(s) and len(seen) == len(set(seen))
+
+
+def test_stream_augmentation_is_reproduced_from_seed_epoch_and_worker(filled):
+    writer, _ = filled
+    augment = ("permute", "rescale", "signflip", "noise", "erase")
+
+    def epoch(stream: ZooStream, e: int, workers: int) -> list[torch.Tensor]:
+        stream.set_epoch(e)
+        loader = DataLoader(stream, batch_size=None, num_workers=workers,
+                            multiprocessing_context="fork" if workers else None)
+        return [batch["weights"] for batch in loader]
+
+    def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+        return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+    s = ZooStream(writer.url, batch_size=4, buffer_size=10, augment=augment, seed=5)
+    for workers in (0, 2):
+        torch.manual_seed(workers)  # torch's global generator plays no part
+        first = epoch(s, 0, workers)
+        assert same(epoch(s, 0, workers), first)
+        assert same(epoch(ZooStream(writer.url, batch_size=4, buffer_size=10, augment=augment, seed=5), 0, workers),
+                    first)
+    # with the order fixed, another seed or epoch changes only the draws, and changes every batch
+    fixed = {"batch_size": 4, "shuffle": False, "augment": augment}
+    base = epoch(ZooStream(writer.url, seed=5, **fixed), 0, 2)
+    raw = epoch(ZooStream(writer.url, seed=5, batch_size=4, shuffle=False), 0, 2)
+    assert not any(torch.equal(x, y) for x, y in zip(base, raw)), "the augmentation ran"
+    other_seed = epoch(ZooStream(writer.url, seed=6, **fixed), 0, 2)
+    next_epoch = epoch(ZooStream(writer.url, seed=5, **fixed), 1, 2)
+    for other in (other_seed, next_epoch):
+        assert len(other) == len(base) and not any(torch.equal(x, y) for x, y in zip(other, base))

@@ -2,19 +2,48 @@
 
 ``zoo.open(path_or_url)`` returns a read-only zoo with ``.metadata`` (a
 ``pyarrow.Table``), ``.state_dict(model_id, epoch)`` and ``.module(model_id, epoch)``.
+
+The public names are loaded on first use (PEP 562), so ``import zoo`` and ``zoo --help`` cost no zarr, pyarrow or
+torch: the command line answers at once, and each command imports only what it needs.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .architectures import get_architecture, list_architectures  # noqa: E402
 from .errors import ManifestError, StoreError, StoreNotFoundError, ZooError  # noqa: E402
-from .manifest import Manifest, load_manifest  # noqa: E402
-from .plan import Plan  # noqa: E402
-from .store import Zoo, create, open_zoo, verify  # noqa: E402
 
-open = open_zoo  # noqa: A001 - ``zoo.open(path)`` is the public entry point
+#: Public name -> the module that defines it (``open`` is ``open_zoo``).
+_LAZY = {
+    "get_architecture": "architectures", "list_architectures": "architectures",
+    "Manifest": "manifest", "load_manifest": "manifest", "Plan": "plan",
+    "Zoo": "store", "create": "store", "open_zoo": "store", "verify": "store",
+}
+
+if TYPE_CHECKING:
+    from .architectures import get_architecture, list_architectures
+    from .manifest import Manifest, load_manifest
+    from .plan import Plan
+    from .store import Zoo, create, open_zoo
+    from .store.verify import verify
+
+    open = open_zoo  # noqa: A001
+
+
+def __getattr__(name: str) -> Any:
+    if name == "open":
+        name = "open_zoo"
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, "open"])
+
 
 __all__ = ["Manifest", "ManifestError", "Plan", "StoreError", "StoreNotFoundError", "Zoo", "ZooError", "create",
            "get_architecture", "list_architectures", "load_manifest", "open", "open_zoo", "verify"]

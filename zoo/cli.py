@@ -1,27 +1,110 @@
 """The ``zoo`` command.
 
 Exit codes: 0 success; 1 a check failed (``verify`` found damage); 2 bad input
-(a manifest, store or argument error, printed as one line naming what is wrong).
-Commands that a program reads take ``--json``.
+(a manifest, store or argument error, printed as one line naming what is wrong);
+141 the reader of the output went away (``zoo ... | head``). Commands that a
+program reads take ``--json``; ``--quiet`` hides progress bars, never the summary.
+
+One table drives the parser and the dispatch: ``COMMANDS`` (name, help, how the
+command adds its arguments, what it runs), and ``zoo import`` reads its sources
+from one importer registry, ``IMPORTERS``, under one protocol (``Importer``).
+Parsing imports nothing heavy: a command reaches ``builders``, ``loaders`` and
+torch only inside its ``run``, so ``zoo --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from . import __version__
 from .errors import ZooError
+from .registry import Registry
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+Arguments = Callable[[argparse.ArgumentParser], None]
+Runner = Callable[[argparse.Namespace], Mapping[str, Any]]
 
 
-def command(name: str) -> Callable:
-    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable:
-        COMMANDS[name] = fn
+@dataclass(frozen=True)
+class Command:
+    """One ``zoo`` subcommand: what ``zoo --help`` says of it, the arguments it adds, what it runs (exit code)."""
+
+    name: str
+    help: str
+    arguments: Arguments
+    run: Callable[[argparse.Namespace], int]
+
+
+#: Every subcommand, in the order ``zoo --help`` lists them.
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def command(name: str, help: str, arguments: Arguments) -> Callable:  # noqa: A002 - argparse's word
+    """Decorator: register the function as the ``run`` of command ``name``."""
+
+    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS.register(name, Command(name, help, arguments, fn))
+        return fn
+
+    return wrap
+
+
+@runtime_checkable
+class Importer(Protocol):
+    """A source format of ``zoo import NAME SRC STORE``.
+
+    ``SRC``, ``STORE``, ``--quiet`` and ``--json`` are every importer's; ``add_arguments`` adds its own options.
+    ``run`` imports ``args.src`` into ``args.store`` and returns the report ``zoo import`` prints: the keys of
+    ``builders.importers.ImportReport.to_dict()`` (at least ``store``, ``zoo``, ``source`` and ``models``).
+    """
+
+    @property
+    def name(self) -> str:
+        """The word after ``zoo import``; the key it is registered under."""
+
+    @property
+    def help(self) -> str:
+        """The line ``zoo import --help`` shows for it."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this source's own options; the shared ones are already on ``parser``."""
+
+    def run(self, args: argparse.Namespace) -> Mapping[str, Any]:
+        """Import ``args.src`` into ``args.store``; the report described above, or a ``ZooError``."""
+
+
+@dataclass(frozen=True)
+class LazyImporter:
+    """An ``Importer`` whose implementation is imported inside ``run`` (so parsing needs no torch)."""
+
+    name: str
+    help: str
+    arguments: Arguments
+    runner: Runner
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """See ``Importer.add_arguments``; must import nothing heavy (it runs for every ``zoo`` call)."""
+        self.arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> Mapping[str, Any]:
+        """See ``Importer.run``; the heavy imports happen here."""
+        return self.runner(args)
+
+
+#: ``zoo import``'s source formats: the one registry of importers.
+IMPORTERS: Registry[Importer] = Registry("importer")
+
+
+def importer(name: str, help: str, arguments: Arguments) -> Callable:  # noqa: A002 - argparse's word
+    """Decorator: register the function as the ``run`` of import source ``name``."""
+
+    def wrap(fn: Runner) -> Runner:
+        IMPORTERS.register(name, LazyImporter(name, help, arguments, fn))
         return fn
 
     return wrap
@@ -73,9 +156,37 @@ def _table(rows: Sequence[tuple[str, Any]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-@command("build")
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest")
+    p.add_argument("-o", "--output", required=True, metavar="STORE",
+                   help="store path or URL such as s3://bucket/zoo (created or resumed)")
+    _add_storage_option(p)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="build only groups I, I+N, ... (job arrays)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="models per unit of storage: rows per shard (default: by row size; fixed at creation)")
+    p.add_argument("--population", type=int, default=None, metavar="K",
+                   help="models trained as one computation, in whole groups (default: what fits the device; "
+                        "see zoo plan). Changes no byte of the store")
+    compile_flags = p.add_mutually_exclusive_group()
+    compile_flags.add_argument("--compile", dest="compile", action="store_const", const="on", default=None,
+                               help="compile the training step (CUDA graph on a GPU), whatever the manifest says")
+    compile_flags.add_argument("--no-compile", dest="compile", action="store_const", const="off",
+                               help="run the training step eagerly (overrides training.compile)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: one Ray task per population (pip install weightzoo[ray])")
+    p.add_argument("--address", default=None, help="ray: cluster address (auto, HOST:PORT); default: a local "
+                                                    "Ray instance")
+    p.add_argument("--gpus-per-group", type=float, default=None, metavar="F",
+                   help="ray: GPUs per population task, 0..1 (default: 1 for ResNet-18-sized models, 0.25 below 1M "
+                        "parameters; CPU tasks when the cluster has no GPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+    p.add_argument("--json", action="store_true", help="print the build summary as one JSON object")
+
+
+@command("build", "train every model of MANIFEST into STORE (resumes where it stopped)", _build_arguments)
 def _build(args: argparse.Namespace) -> int:
-    from builders.build import build, parse_shard
+    from builders.orchestration import build, parse_shard
 
     if args.backend == "ray":
         if args.shard != "0/1":
@@ -90,7 +201,7 @@ def _build(args: argparse.Namespace) -> int:
         if args.compile is not None:
             raise ZooError("--compile/--no-compile are options of local builds; with --backend ray, set "
                            "training.compile in the manifest")
-        report = ray_build(args.manifest, args.output, address=args.address, device=args.device,
+        report: Any = ray_build(args.manifest, args.output, address=args.address, device=args.device,
                            gpus_per_group=args.gpus_per_group, group_size=args.group_size,
                            population=args.population, quiet=args.quiet)
     else:
@@ -111,7 +222,7 @@ def _build(args: argparse.Namespace) -> int:
                        gpus_per_group=report.gpus_per_group)
     if args.json:
         _print_json(summary)
-    elif not args.quiet or report.diverged:
+    else:  # --quiet hides the progress bar, never this summary
         print(f"{report.store}: wrote {report.units_written} unit(s), skipped {report.units_skipped} already "
               f"committed; {report.model_epochs:,} model-epochs in {report.seconds:.1f} s "
               f"({report.model_epochs_per_s:,.1f}/s)")
@@ -123,10 +234,19 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("plan")
+def _plan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest")
+    p.add_argument("--group-size", type=int, default=None, help="models per unit of storage (default: by row size)")
+    p.add_argument("--population", type=int, default=None, metavar="K",
+                   help="models trained as one computation (default: what fits the device)")
+    p.add_argument("--device", default="auto", help="the device whose population size to show: auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+@command("plan", "show what a build of MANIFEST would make, without training", _plan_arguments)
 def _plan(args: argparse.Namespace) -> int:
-    from builders.build import check_population, resolve_device
-    from builders.sizing import population_plan
+    from builders.devices import plan_device
+    from builders.sizing import check_population, population_plan
 
     from .manifest import load_manifest
     from .plan import Plan
@@ -134,7 +254,7 @@ def _plan(args: argparse.Namespace) -> int:
     check_population(args.population)
     plan = Plan(load_manifest(args.manifest), args.group_size)
     s = plan.summary()
-    s["populations"] = population_plan(plan, resolve_device(args.device), args.population)
+    s["populations"] = population_plan(plan, plan_device(args.device), args.population)
     if args.json:
         _print_json(s)
         return 0
@@ -162,11 +282,20 @@ def _epochs(epochs: list[int]) -> str:
     return ", ".join(map(str, epochs))
 
 
-@command("info")
+def _store_arguments(p: argparse.ArgumentParser) -> None:
+    """STORE, --json and --storage-option: what the commands that read a store take."""
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_storage_option(p)
+
+
+@command("info", "summarize a store: models, checkpoints, architectures, accuracy, size", _store_arguments)
 def _info(args: argparse.Namespace) -> int:
     from .store import open_zoo
 
-    info = open_zoo(args.store, storage_options=parse_storage_options(args.storage_option)).info()
+    z = open_zoo(args.store, storage_options=parse_storage_options(args.storage_option))
+    info = z.info()
+    _explain_rows(z, info)
     if args.json:
         _print_json(info)
         return 0
@@ -177,7 +306,9 @@ def _info(args: argparse.Namespace) -> int:
              ("checkpoints", f"{info['checkpoints']:,} of {info['checkpoints_planned']:,} "
                              f"(epochs {_epochs(info['checkpoint_epochs'])})")]
     for arch_id, a in info["architectures"].items():
-        rows.append((f"  {arch_id}", f"{a['name']}: {a['params']:,} parameters, rows of {a['row_length']:,} floats"))
+        rows.append((f"  {arch_id}", f"{a['name']}: {a['params']:,} parameters, {a['rows']:,} rows of "
+                                     f"{a['row_length']:,} floats ({a['rows_planned']:,} for checkpoints, "
+                                     f"{a['rows_padding']:,} padding)"))
     rows.append(("status", ", ".join(f"{k} {v:,}" for k, v in info["status"].items()) or "no checkpoints yet"))
     if info["final_test_acc"]:
         f = info["final_test_acc"]
@@ -189,7 +320,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("status")
+def _explain_rows(z: Any, info: dict[str, Any]) -> None:
+    """Say why an architecture's weights array has more rows than checkpoints: per architecture, the rows
+    planned checkpoints own (committed or not yet written) and the padding of partial groups."""
+    plan = z.plan
+    for arch_id, a in info["architectures"].items():
+        planned = sum(len(g.model_ids) for g in plan.groups if g.arch_id == arch_id) * len(plan.epochs)
+        a["rows_planned"] = planned
+        a["rows_padding"] = a["rows"] - planned
+    info["rows_note"] = (f"an architecture's weights array has one row per planned checkpoint (rows_planned: "
+                         f"committed or not yet written) plus padding (rows_padding): a unit of work owns "
+                         f"whole shards of group_size = {plan.group_size} rows, so the unused slots of a group "
+                         "with fewer models are zero rows that no checkpoint uses; rows = groups x checkpoint "
+                         "epochs x group_size")
+
+
+@command("status", "units of work done / total", _store_arguments)
 def _status(args: argparse.Namespace) -> int:
     from .store import open_zoo
 
@@ -207,7 +353,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("verify")
+@command("verify", "check every committed checkpoint against its checksum (exit 1 on damage)", _store_arguments)
 def _verify(args: argparse.Namespace) -> int:
     from .store import open_zoo, verify
 
@@ -226,7 +372,12 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-@command("compact")
+def _compact_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="store path or fsspec URL")
+    _add_storage_option(p)
+
+
+@command("compact", "merge metadata fragments into one Parquet file", _compact_arguments)
 def _compact(args: argparse.Namespace) -> int:
     from .store import ZooWriter
 
@@ -237,13 +388,17 @@ def _compact(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("architectures")
+def _json_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+@command("architectures", "list registered architectures and their options", _json_argument)
 def _architectures(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
 
-    out = {name: {"doc": d.doc, "options": {k: {"default": o.default, "choices": o.choices} for k, o in
-                                             d.options.items()}} for name, d in
-           ((n, ARCHITECTURES.get(n)) for n in ARCHITECTURES.names())}
+    out: dict[str, dict[str, Any]] = {
+        name: {"doc": d.doc, "options": {k: {"default": o.default, "choices": o.choices} for k, o in d.options.items()}}
+        for name, d in ((n, ARCHITECTURES.get(n)) for n in ARCHITECTURES.names())}
     if args.json:
         _print_json(out)
     else:
@@ -253,7 +408,22 @@ def _architectures(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("report")
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for index.html and its PNG figures "
+                                                                         "(created)")
+    p.add_argument("--weight-models", type=int, default=48, metavar="N",
+                   help="models per architecture whose checkpoints feed the weight statistics (default 48)")
+    p.add_argument("--pca-points", type=int, default=2000, metavar="N",
+                   help="final checkpoints per architecture in the PCA (default 2000)")
+    p.add_argument("--curve-models", type=int, default=40, metavar="N",
+                   help="training curves drawn per architecture (default 40; median and band use every model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--json", action="store_true", help="print the report summary as one JSON object")
+
+
+@command("report", "write DIR/index.html: figures of accuracy, hyperparameters, training curves and weights "
+                   "(opens offline)", _report_arguments)
 def _report(args: argparse.Namespace) -> int:
     from .report import ReportOptions, write_report
 
@@ -269,71 +439,97 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``zoo import SOURCE SRC STORE``: one handler per source format, returning a report (``to_dict``) or a dict.
-IMPORT_SOURCES: dict[str, Callable[[argparse.Namespace], Any]] = {}
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    sources = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    for source in IMPORTERS.values():
+        sp = sources.add_parser(source.name, help=source.help, description=source.help)
+        sp.add_argument("src", metavar="SRC", help="what to import")
+        sp.add_argument("store", metavar="STORE", help="store to create (path or fsspec URL); rerun to resume")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+        sp.add_argument("--json", action="store_true", help="print the import summary as one JSON object")
+        source.add_arguments(sp)
 
 
-def import_source(name: str) -> Callable:
-    def wrap(fn: Callable[[argparse.Namespace], Any]) -> Callable:
-        IMPORT_SOURCES[name] = fn
-        return fn
-
-    return wrap
-
-
-@command("import")
+@command("import", "read a zoo published in another format into a new store", _import_arguments)
 def _import(args: argparse.Namespace) -> int:
-    report = IMPORT_SOURCES[args.source](args)
-    s = report if isinstance(report, dict) else report.to_dict()
+    s = dict(IMPORTERS.get(args.source).run(args))
     if args.json:
         _print_json(s)
         return 0
-    if not args.quiet:
-        line = f"{s.get('store')}: imported {s.get('models', 0):,} models"
-        if "checkpoints" in s:
-            line += f", {s['checkpoints']:,} checkpoints"
-        if s.get("checkpoint_epochs"):
-            line += f" (epochs {_epochs(s['checkpoint_epochs'])})"
-        line += f" from {s.get('source')} as zoo {s.get('zoo')!r}"
-        if "units_written" in s:
-            line += f"; wrote {s['units_written']:,} unit(s), skipped {s.get('units_skipped', 0):,} already committed"
-        print(line)
-        if s.get("manifest") == "published":
-            print("the zoo's published manifest describes exactly these models: the store keeps it")
-        if s.get("skipped_models"):
-            print(f"left out {len(s['skipped_models'])} incomplete model(s): {', '.join(s['skipped_models'][:5])}"
-                  + (", ..." if len(s["skipped_models"]) > 5 else ""))
-        if s.get("diverged_checkpoints"):
-            print(f"{s['diverged_checkpoints']:,} checkpoint(s) with non-finite weights or loss "
-                  "(recorded with status 'diverged')")
+    line = f"{s.get('store')}: imported {s.get('models', 0):,} models"
+    if "checkpoints" in s:
+        line += f", {s['checkpoints']:,} checkpoints"
+    if s.get("checkpoint_epochs"):
+        line += f" (epochs {_epochs(s['checkpoint_epochs'])})"
+    line += f" from {s.get('source')} as zoo {s.get('zoo')!r}"
+    if "units_written" in s:
+        line += f"; wrote {s['units_written']:,} unit(s), skipped {s.get('units_skipped', 0):,} already committed"
+    print(line)
+    if s.get("manifest") == "published":
+        print("the zoo's published manifest describes exactly these models: the store keeps it")
+    if s.get("skipped_models"):
+        print(f"left out {len(s['skipped_models'])} incomplete model(s): {', '.join(s['skipped_models'][:5])}"
+              + (", ..." if len(s["skipped_models"]) > 5 else ""))
+    if s.get("diverged_checkpoints"):
+        print(f"{s['diverged_checkpoints']:,} checkpoint(s) with non-finite weights or loss "
+              "(recorded with status 'diverged')")
     return 0
 
 
-@import_source("modelzoo")
+def _published_zoo_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the importers of published zoo folders (modelzoo, smallcnnzoo)."""
+    p.add_argument("--name", default=None, help="zoo name (default: the manifest's, else from SRC)")
+    p.add_argument("--group-size", type=int, default=None, help="models per unit of work (default: by row size)")
+    p.add_argument("--skip-incomplete", action="store_true",
+                   help="leave out models lacking some of the zoo's checkpoint epochs (else an error)")
+
+
+def _modelzoo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", default=None, help="the zoo's published manifest (manifests/modelzoo/*.toml): "
+                                                    "dataset preprocessing, license, recipe fields the trials omit")
+    p.add_argument("--dataset", default=None, help="the image dataset, when no --manifest is given")
+    _published_zoo_arguments(p)
+
+
+@importer("modelzoo", "Model Zoos (Schürholt et al. 2022): SRC is a folder of Ray Tune trial folders (params.json, "
+                      "result.json, checkpoint_NNNNNN/checkpoints)", _modelzoo_arguments)
 def _import_modelzoo(args: argparse.Namespace) -> Any:
     from builders.importers import import_modelzoo
 
     return import_modelzoo(args.src, args.store, manifest=args.manifest, dataset=args.dataset, name=args.name,
                            group_size=args.group_size, skip_incomplete=args.skip_incomplete,
-                           quiet=args.quiet or args.json)
+                           quiet=args.quiet or args.json).to_dict()
 
 
-@import_source("smallcnnzoo")
+def _smallcnnzoo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", default=None, help="the zoo's published manifest (manifests/smallcnnzoo/*.toml); "
+                                                    "default: the published preprocessing facts")
+    _published_zoo_arguments(p)
+
+
+@importer("smallcnnzoo", "Small CNN Zoo (Unterthiner et al. 2020): SRC holds weights.npy, metrics.csv.gz and "
+                         "layout.csv", _smallcnnzoo_arguments)
 def _import_smallcnnzoo(args: argparse.Namespace) -> Any:
     from builders.importers import import_smallcnnzoo
 
     return import_smallcnnzoo(args.src, args.store, manifest=args.manifest, name=args.name,
                               group_size=args.group_size, skip_incomplete=args.skip_incomplete,
-                              quiet=args.quiet or args.json)
+                              quiet=args.quiet or args.json).to_dict()
 
 
-@import_source("hf")
+def _hf_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hub", action="store_true", help="SRC is a Hub dataset id user/name, never a local path")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+
+
+@importer("hf", "a Hugging Face export (zoo export hf / zoo push): SRC is its folder, or a Hub dataset as "
+                "hf://user/name[@revision] (or user/name with --hub)", _hf_arguments)
 def _import_hf(args: argparse.Namespace) -> Any:
-    from .hub import import_hf
+    from loaders.hub import import_hf
 
     from .store import open_zoo
 
-    result = import_hf(args.src, args.store, revision=args.revision, quiet=args.quiet or args.json)
+    result = import_hf(args.src, args.store, hub=args.hub, revision=args.revision, quiet=args.quiet or args.json)
     z = open_zoo(result["store"])
     return {**result, "source": args.src, "zoo": z.manifest.name,
             "models": len(set(z.metadata.column("model_id").to_pylist())), "checkpoint_epochs": list(z.plan.epochs)}
@@ -351,24 +547,47 @@ def _fractions(text: str | None) -> dict[str, float] | None:
     return dict(zip(("train", "val", "test"), values))
 
 
-@command("export")
+def _split_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fractions", default=None, metavar="TRAIN,VAL,TEST",
+                   help="split fractions by model (default 0.7,0.15,0.15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    targets = p.add_subparsers(dest="target", required=True, metavar="TARGET")
+    p = targets.add_parser("hf", help="a Hugging Face dataset repository folder: dataset card + Parquet per split")
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("outdir", help="output folder (new or empty)")
+    _split_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+@command("export", "write a store in another format (hf: a Hugging Face dataset folder)", _export_arguments)
 def _export(args: argparse.Namespace) -> int:
-    from .hub import export_hf
+    from loaders.hub import export_hf
 
     result = export_hf(args.store, args.outdir, split_fractions=_fractions(args.fractions), seed=args.seed,
                        quiet=args.quiet or args.json)
     if args.json:
         _print_json(result)
-    elif not args.quiet:
+    else:  # --quiet hides the progress bar, never this summary
         rows = ", ".join(f"{a}: " + ", ".join(f"{s} {n:,}" for s, n in c.items()) for a, c in result["rows"].items())
         print(f"{result['outdir']}: {result['checkpoints']:,} checkpoints in {result['files']} Parquet file(s) "
               f"({rows}); load with datasets.load_dataset({result['outdir']!r})")
     return 0
 
 
-@command("push")
+def _push_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="store path or fsspec URL")
+    p.add_argument("repo_id", help="user/name on the Hub (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    _split_arguments(p)
+
+
+@command("push", "export STORE and upload it as the Hugging Face dataset REPO_ID", _push_arguments)
 def _push(args: argparse.Namespace) -> int:
-    from .hub import push
+    from loaders.hub import push
 
     url = push(args.store, args.repo_id, private=args.private, split_fractions=_fractions(args.fractions),
                seed=args.seed, quiet=args.quiet)
@@ -376,132 +595,32 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_parser(sources: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
-    """The subparser of ``zoo import NAME SRC STORE``, with the arguments every source shares."""
-    p = sources.add_parser(name, help=text, description=text)
-    p.add_argument("src", metavar="SRC", help="what to import")
-    p.add_argument("store", metavar="STORE", help="store to create (path or fsspec URL); rerun to resume")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the import summary as one JSON object")
-    return p
-
-
-def _add_import_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="read a zoo published in another format into a new store")
-    sources = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
-
-    p = _import_parser(sources, "modelzoo", "Model Zoos (Schürholt et al. 2022): SRC is a folder of Ray Tune trial "
-                                            "folders (params.json, result.json, checkpoint_NNNNNN/checkpoints)")
-    p.add_argument("--manifest", default=None, help="the zoo's published manifest (manifests/modelzoo/*.toml): "
-                                                    "dataset preprocessing, license, recipe fields the trials omit")
-    p.add_argument("--dataset", default=None, help="the image dataset, when no --manifest is given")
-    p = _import_parser(sources, "smallcnnzoo", "Small CNN Zoo (Unterthiner et al. 2020): SRC holds weights.npy, "
-                                               "metrics.csv.gz and layout.csv")
-    p.add_argument("--manifest", default=None, help="the zoo's published manifest (manifests/smallcnnzoo/*.toml); "
-                                                    "default: the published preprocessing facts")
-    p = _import_parser(sources, "hf", "a Hugging Face export (zoo export hf / zoo push): SRC is its folder or a Hub "
-                                      "dataset id (user/name)")
-    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    for p in (sources.choices["modelzoo"], sources.choices["smallcnnzoo"]):
-        p.add_argument("--name", default=None, help="zoo name (default: the manifest's, else from SRC)")
-        p.add_argument("--group-size", type=int, default=None, help="models per unit of work (default: by row size)")
-        p.add_argument("--skip-incomplete", action="store_true",
-                       help="leave out models lacking some of the zoo's checkpoint epochs (else an error)")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command in ``COMMANDS``."""
     parser = argparse.ArgumentParser(prog="zoo", description="Build, store and load model zoos.")
     parser.add_argument("--version", action="version", version=f"weightzoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("build", help="train every model of MANIFEST into STORE (resumes where it stopped)")
-    p.add_argument("manifest")
-    p.add_argument("-o", "--output", required=True, metavar="STORE",
-                   help="store path or URL such as s3://bucket/zoo (created or resumed)")
-    _add_storage_option(p)
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--shard", default="0/1", metavar="I/N", help="build only groups I, I+N, ... (job arrays)")
-    p.add_argument("--group-size", type=int, default=None,
-                   help="models per unit of storage: rows per shard (default: by row size; fixed at creation)")
-    p.add_argument("--population", type=int, default=None, metavar="K",
-                   help="models trained as one computation, in whole groups (default: what fits the device; "
-                        "see zoo plan). Changes no byte of the store")
-    compile_flags = p.add_mutually_exclusive_group()
-    compile_flags.add_argument("--compile", dest="compile", action="store_const", const="on", default=None,
-                               help="compile the training step (CUDA graph on a GPU), whatever the manifest says")
-    compile_flags.add_argument("--no-compile", dest="compile", action="store_const", const="off",
-                               help="run the training step eagerly (overrides training.compile)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: this process; ray: one Ray task per population (pip install weightzoo[ray])")
-    p.add_argument("--address", default=None, help="ray: cluster address (auto, HOST:PORT); default: a local "
-                                                    "Ray instance")
-    p.add_argument("--gpus-per-group", type=float, default=None, metavar="F",
-                   help="ray: GPUs per population task, 0..1 (default: 1 for ResNet-18-sized models, 0.25 below 1M "
-                        "parameters; CPU tasks when the cluster has no GPU)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the build summary as one JSON object")
-
-    p = sub.add_parser("plan", help="show what a build of MANIFEST would make, without training")
-    p.add_argument("manifest")
-    p.add_argument("--group-size", type=int, default=None, help="models per unit of storage (default: by row size)")
-    p.add_argument("--population", type=int, default=None, metavar="K",
-                   help="models trained as one computation (default: what fits the device)")
-    p.add_argument("--device", default="auto", help="the device whose population size to show: auto, cpu, cuda")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    for name, text in (("info", "summarize a store: models, checkpoints, architectures, accuracy, size"),
-                       ("status", "units of work done / total"),
-                       ("verify", "check every committed checkpoint against its checksum (exit 1 on damage)")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("store", help="store path or fsspec URL")
-        p.add_argument("--json", action="store_true", help="print one JSON object")
-        _add_storage_option(p)
-
-    p = sub.add_parser("compact", help="merge metadata fragments into one Parquet file")
-    p.add_argument("store", help="store path or fsspec URL")
-    _add_storage_option(p)
-
-    p = sub.add_parser("architectures", help="list registered architectures and their options")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("report", help="write DIR/index.html: figures of accuracy, hyperparameters, training curves "
-                                      "and weights (opens offline)")
-    p.add_argument("store", help="store path or fsspec URL")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for index.html and its PNG figures "
-                                                                         "(created)")
-    p.add_argument("--weight-models", type=int, default=48, metavar="N",
-                   help="models per architecture whose checkpoints feed the weight statistics (default 48)")
-    p.add_argument("--pca-points", type=int, default=2000, metavar="N",
-                   help="final checkpoints per architecture in the PCA (default 2000)")
-    p.add_argument("--curve-models", type=int, default=40, metavar="N",
-                   help="training curves drawn per architecture (default 40; median and band use every model)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
-    p.add_argument("--json", action="store_true", help="print the report summary as one JSON object")
-
-    p = sub.add_parser("export", help="write a store in another format (hf: a Hugging Face dataset folder)")
-    targets = p.add_subparsers(dest="target", required=True, metavar="TARGET")
-    p = targets.add_parser("hf", help="a Hugging Face dataset repository folder: dataset card + Parquet per split")
-    p.add_argument("store", help="store path or fsspec URL")
-    p.add_argument("outdir", help="output folder (new or empty)")
-    p = sub.add_parser("push", help="export STORE and upload it as the Hugging Face dataset REPO_ID")
-    p.add_argument("store", help="store path or fsspec URL")
-    p.add_argument("repo_id", help="user/name on the Hub (token: HF_TOKEN or `hf auth login`)")
-    p.add_argument("--private", action="store_true", help="create the repository private")
-    for p in (targets.choices["hf"], sub.choices["push"]):
-        p.add_argument("--fractions", default=None, metavar="TRAIN,VAL,TEST",
-                       help="split fractions by model (default 0.7,0.15,0.15)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-    targets.choices["hf"].add_argument("--json", action="store_true", help="print the summary as one JSON object")
-
-    _add_import_parsers(sub)
+    for cmd in COMMANDS.values():
+        cmd.arguments(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``zoo``; returns the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `zoo ... | head`: the reader left; say nothing more, and never again (at exit)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS.get(args.command).run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except ZooError as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2

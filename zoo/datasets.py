@@ -16,6 +16,8 @@ from .registry import Registry
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """Facts a manifest may not restate: class count, channels and native side fix the network's input and output."""
+
     name: str
     num_classes: int
     channels: int
@@ -41,6 +43,7 @@ for _info in (
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    """The registered facts (case-insensitive name); an unknown name raises ``UnknownNameError`` listing the known."""
     return DATASETS.get(name)
 
 

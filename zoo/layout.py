@@ -8,26 +8,26 @@ any leading batch dimensions, so the same code serves one checkpoint or a batch.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from .errors import UnknownNameError, ZooError, allowed_text
 
-from .errors import ZooError
+if TYPE_CHECKING:  # torch is imported by the methods that take tensors: reading a layout needs none
+    import torch
+    from torch import nn
 
 #: Roles of tensors in a row. The first four are trainable parameters.
 ROLES = ("weight", "bias", "bn_weight", "bn_bias", "running_mean", "running_var")
 TRAINABLE_ROLES = frozenset(ROLES[:4])
 
-_NORM_TYPES = (nn.modules.batchnorm._NormBase,)
-_AFFINE_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
-
-
 @dataclass(frozen=True)
 class TensorSpec:
+    """Where one tensor sits in a row: ``row[offset:stop]``, reshaped to ``shape``; ``role`` is one of ``ROLES``."""
+
     name: str
     shape: tuple[int, ...]
     offset: int
@@ -35,26 +35,32 @@ class TensorSpec:
 
     @property
     def size(self) -> int:
+        """Elements of the tensor: the length of its slice of the row."""
         return math.prod(self.shape)
 
     @property
     def stop(self) -> int:
+        """End (exclusive) of its slice of the row: the next tensor's offset."""
         return self.offset + self.size
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form inside a stored layout; ``from_dict`` reads it back."""
         return {"name": self.name, "shape": list(self.shape), "offset": self.offset, "role": self.role}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        """Inverse of ``to_dict``."""
         return cls(d["name"], tuple(int(s) for s in d["shape"]), int(d["offset"]), d["role"])
 
 
 def _role(module: nn.Module, attr: str) -> str | None:
+    from torch import nn
+
     if attr == "num_batches_tracked":
         return None  # an integer counter, not a weight; rebuilt as 0 on load
-    if isinstance(module, _NORM_TYPES):
+    if isinstance(module, nn.modules.batchnorm._NormBase):
         return {"weight": "bn_weight", "bias": "bn_bias"}.get(attr, attr)
-    if isinstance(module, _AFFINE_TYPES):
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
         return attr
     raise ZooError(f"cannot assign a layout role to {type(module).__name__}.{attr}; "
                    f"supported modules: Linear, Conv*, BatchNorm*")
@@ -62,6 +68,9 @@ def _role(module: nn.Module, attr: str) -> str | None:
 
 @dataclass(frozen=True)
 class Layout:
+    """The tensors of one architecture in row order; read off a module (``from_module``) or a store, never written
+    by hand."""
+
     tensors: tuple[TensorSpec, ...]
 
     # --- construction -----------------------------------------------------
@@ -95,6 +104,7 @@ class Layout:
 
     @property
     def names(self) -> list[str]:
+        """Tensor names in row order."""
         return [t.name for t in self.tensors]
 
     def modules(self) -> list[tuple[str, list[TensorSpec]]]:
@@ -109,7 +119,12 @@ class Layout:
         for t in self.tensors:
             if t.name == name:
                 return t
-        raise KeyError(name)
+        # a KeyError too, so ``except KeyError`` callers keep working; long layouts (ResNet) name only the closest
+        names = self.names
+        allowed = allowed_text(name, names) if len(names) <= 12 else (
+            f"got {name!r}; the layout has {len(names)} tensors: {', '.join(names[:3])}, ..., {names[-1]}"
+            + "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(str(name), names, n=1)))
+        raise UnknownNameError(f"layout tensor: {allowed}")
 
     def __contains__(self, name: object) -> bool:
         return any(t.name == name for t in self.tensors)
@@ -117,6 +132,8 @@ class Layout:
     # --- conversion -----------------------------------------------------------
     def flatten(self, state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """State dict (tensors may share leading batch dims) -> rows (..., size) float32."""
+        import torch
+
         missing = [t.name for t in self.tensors if t.name not in state_dict]
         if missing:
             raise ZooError(f"state dict lacks tensors of the layout: {', '.join(missing)}")
@@ -149,9 +166,12 @@ class Layout:
 
     # --- serialization --------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored per architecture; ``size`` and ``num_params`` are there for readers of the JSON only
+        (``from_dict`` recomputes them from the tensors)."""
         return {"size": self.size, "num_params": self.num_params,
                 "tensors": [t.to_dict() for t in self.tensors]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Layout:
+        """Inverse of ``to_dict``."""
         return cls(tuple(TensorSpec.from_dict(t) for t in d["tensors"]))

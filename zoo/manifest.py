@@ -27,33 +27,24 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from . import recipes
 from .architectures import ARCHITECTURES, Architecture
 from .datasets import DATASETS, input_shape
 from .errors import ManifestError, ZooError, allowed_text
+from .fields import Field
 
 MANIFEST_VERSION = 1
+#: Upper bounds where a larger value can only be a mistake (and would exhaust memory or overflow before any
+#: training): image sides, images, batch, epochs, models. Seeds stay below 2**62 so that seed offsets and the
+#: int64 metadata columns hold them.
+MAX_SIDE = 4096
+MAX_IMAGES = 10**8
+MAX_BATCH = 2**20
+MAX_EPOCHS = 10_000
+MAX_MODELS = 1_000_000
+MAX_SEED = 2**62
 
 
-@dataclass(frozen=True)
-class Field:
-    kind: type | tuple[type, ...]
-    default: Any = None
-    choices: tuple[Any, ...] | None = None
-    required: bool = False
-    minimum: float | None = None  # inclusive
-    positive: bool = False  # strictly > 0
-    doc: str = ""
-
-
-def _names(registry) -> tuple[str, ...]:
-    return tuple(registry.names())
-
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "onecycle")
-INITS = ("default", "uniform", "normal", "truncated_normal", "orthogonal", "kaiming_uniform", "kaiming_normal",
-         "xavier_uniform", "xavier_normal")
-AUGMENTATIONS = ("none", "crop_flip", "flip_rotate")
 PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 COMPILE = ("auto", "off")
 
@@ -66,33 +57,34 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "citation": Field(str, ""),
     },
     "dataset": {
-        "name": Field(str, required=True, choices=_names(DATASETS)),
+        "name": Field(str, required=True, choices=DATASETS),
         "root": Field(str, "~/.cache/weightzoo/data", doc="where the dataset files are (or are downloaded to)"),
         "download": Field(bool, False),
         "grayscale": Field(bool, False),
-        "resize": Field((int, type(None)), None, positive=True),
-        "center_crop": Field((int, type(None)), None, positive=True),
+        "resize": Field((int, type(None)), None, positive=True, maximum=MAX_SIDE),
+        "center_crop": Field((int, type(None)), None, positive=True, maximum=MAX_SIDE),
         "normalize": Field(bool, True, doc="standardize per channel (with mean/std, or the train split's)"),
         "mean": Field((list, type(None)), None, doc="fixed per-channel means (the published zoos' constants)"),
         "std": Field((list, type(None)), None, doc="fixed per-channel standard deviations"),
-        "val_size": Field((int, type(None)), None, minimum=0, doc="training images held out for validation"),
-        "split_seed": Field(int, 42),
+        "val_size": Field((int, type(None)), None, minimum=0, maximum=MAX_IMAGES,
+                          doc="training images held out for validation"),
+        "split_seed": Field(int, 42, minimum=0, maximum=MAX_SEED),
     },
     "architecture": {
-        "name": Field(str, required=True, choices=_names(ARCHITECTURES)),
+        "name": Field(str, required=True, choices=ARCHITECTURES),
     },
     "training": {
-        "optimizer": Field(str, "adam", choices=OPTIMIZERS),
+        "optimizer": Field(str, "adam", choices=recipes.OPTIMIZERS),
         "lr": Field(float, 1e-3, positive=True),
         "momentum": Field(float, 0.0, minimum=0.0),
         "weight_decay": Field(float, 0.0, minimum=0.0),
-        "schedule": Field(str, "constant", choices=SCHEDULES),
-        "batch_size": Field(int, 32, positive=True),
-        "epochs": Field(int, required=True, positive=True),
-        "init": Field(str, "default", choices=INITS),
+        "schedule": Field(str, "constant", choices=recipes.SCHEDULES),
+        "batch_size": Field(int, 32, positive=True, maximum=MAX_BATCH),
+        "epochs": Field(int, required=True, positive=True, maximum=MAX_EPOCHS),
+        "init": Field(str, "default", choices=recipes.INITS),
         "init_std": Field((float, type(None)), None, positive=True, doc="std of normal/truncated_normal init"),
-        "train_fraction": Field(float, 1.0, positive=True, doc="fraction of the train split used (<= 1)"),
-        "augmentation": Field(str, "none", choices=AUGMENTATIONS),
+        "train_fraction": Field(float, 1.0, positive=True, maximum=1.0, doc="fraction of the train split used"),
+        "augmentation": Field(str, "none", choices=recipes.AUGMENTATIONS),
         "precision": Field(str, "fp32", choices=PRECISIONS,
                            doc="fp32 (default: reproducible, as the published zoos), or tf32 / bf16-mixed for GPU "
                                "recipes; recorded per checkpoint in the 'precision' column"),
@@ -137,22 +129,10 @@ class _Reader:
         return ManifestError(f"{self.source}: field {path!r}: {message}")
 
     def value(self, path: str, spec: Field, value: Any) -> Any:
-        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            names = " or ".join("none" if k is type(None) else k.__name__ for k in kinds)
-            raise self.error(path, f"expected {names}, got {value!r}")
-        if spec.choices is not None and value not in spec.choices:
-            raise self.error(path, allowed_text(value, spec.choices))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise self.error(path, f"expected a finite number, got {value!r}")
-            if spec.positive and value <= 0:
-                raise self.error(path, f"expected a value > 0, got {value!r}")
-            if spec.minimum is not None and value < spec.minimum:
-                raise self.error(path, f"expected a value >= {spec.minimum}, got {value!r}")
-        return value
+        try:
+            return spec.validate(value)
+        except ZooError as e:
+            raise self.error(path, str(e)) from None
 
     def section(self, name: str, table: Any, fields: Mapping[str, Field], extra: frozenset[str] = frozenset()
                 ) -> dict[str, Any]:
@@ -187,11 +167,15 @@ class ModelSpec:
 
     @property
     def activation(self) -> str | None:
-        return self.architecture.options.get("activation", "relu" if self.architecture.name == "resnet18" else None)
+        """The hidden-unit activation, as the architecture declares it (``Architecture.activation``)."""
+        return self.architecture.activation
 
 
 @dataclass(frozen=True)
 class Manifest:
+    """A validated manifest with every default filled in; made by ``from_dict`` or ``load_manifest``, which refuse
+    a bad one with a ``ManifestError`` naming the file and field."""
+
     source: str
     zoo: Mapping[str, Any]
     dataset: Mapping[str, Any]
@@ -203,11 +187,13 @@ class Manifest:
 
     @property
     def name(self) -> str:
+        """``zoo.name``, validated to lowercase letters, digits, '.', '_' and '-'."""
         return self.zoo["name"]
 
     # --- loading ---------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<manifest>") -> Manifest:
+        """Validate a parsed manifest (a TOML table) and expand its population; ``source`` names it in errors."""
         r = _Reader(source)
         if not isinstance(data, Mapping):
             raise r.error("", "a manifest is a table")
@@ -224,7 +210,8 @@ class Manifest:
         dataset = r.section("dataset", data.get("dataset", {}), SECTIONS["dataset"])
         arch_table = data.get("architecture", {})
         arch_name = arch_table.get("name") if isinstance(arch_table, dict) else None
-        options = set(ARCHITECTURES.get(arch_name).options) if arch_name in ARCHITECTURES else set()
+        options = (set(ARCHITECTURES.get(arch_name).options)
+                   if isinstance(arch_name, str) and arch_name in ARCHITECTURES else set())
         architecture = r.section("architecture", arch_table, SECTIONS["architecture"], frozenset(options))
         training = r.section("training", data.get("training", {}), SECTIONS["training"])
         population = r.section("population", data.get("population", {}), SECTIONS["population"])
@@ -237,7 +224,7 @@ class Manifest:
     def _validate(self, r: _Reader) -> None:
         arch = dict(self.architecture)
         try:  # the base values too, even where the grid overrides them
-            ARCHITECTURES.get(arch.pop("name")).resolve((1, 8, 8), 10, arch, where="architecture")
+            ARCHITECTURES.get(arch.pop("name")).resolve(self.input_shape, 10, arch, where="architecture")
         except ZooError as e:
             raise ManifestError(f"{self.source}: {e}") from None
         self._explicit  # noqa: B018 - validates population.models
@@ -249,6 +236,8 @@ class Manifest:
     # --- the population ------------------------------------------------------------
     @cached_property
     def seeds(self) -> tuple[int, ...]:
+        """The seeds each configuration trains with (a list, or a range whose stop is exclusive); with
+        ``population.models``, each model's own seed in order."""
         r = _Reader(self.source)
         if self._explicit is not None:
             return tuple(m["seed"] for m in self._explicit)
@@ -256,8 +245,10 @@ class Manifest:
         if spec is None:
             raise r.error("population.seeds", "required field is missing (or list every model in population.models)")
         if isinstance(spec, list):
-            if not spec or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in spec):
-                raise r.error("population.seeds", f"expected a non-empty list of integers >= 0, got {spec!r}")
+            if not spec or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                                   for s in spec):
+                raise r.error("population.seeds", f"expected a non-empty list of integers in [0, {MAX_SEED}], got "
+                                                  f"{spec!r}")
             if len(set(spec)) != len(spec):
                 raise r.error("population.seeds", "seeds repeat")
             return tuple(spec)
@@ -266,14 +257,22 @@ class Manifest:
             values = [spec[k] for k in sorted(keys)]
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 raise r.error("population.seeds", f"range bounds must be integers, got {spec!r}")
-            seeds = tuple(range(spec["start"], spec["stop"], spec.get("step", 1)))
-            if not seeds or seeds[0] < 0:
-                raise r.error("population.seeds", f"range {spec!r} is empty or negative")
-            return seeds
+            if spec.get("step", 1) == 0:
+                raise r.error("population.seeds", f"range step must not be 0, got {spec!r}")
+            start, stop, step = spec["start"], spec["stop"], spec.get("step", 1)
+            count = max(0, -((start - stop) // step))  # sized before it is expanded (len() overflows past 2**63)
+            last = start + (count - 1) * step
+            if not count or min(start, last) < 0 or max(start, last) > MAX_SEED:
+                raise r.error("population.seeds", f"range {spec!r} is empty or leaves [0, {MAX_SEED}]")
+            if count > MAX_MODELS:
+                raise r.error("population.seeds", f"range {spec!r} gives {count} seeds; at most {MAX_MODELS}")
+            return tuple(range(start, stop, step))
         if keys == {"count", "seed"}:
             count, seed = spec["count"], spec["seed"]
-            if not (isinstance(count, int) and count > 0 and isinstance(seed, int)):
-                raise r.error("population.seeds", f"count must be a positive integer, got {count!r}")
+            if not (isinstance(count, int) and not isinstance(count, bool) and 0 < count <= MAX_MODELS
+                    and isinstance(seed, int)):
+                raise r.error("population.seeds", f"count: expected an integer in [1, {MAX_MODELS}] and an integer "
+                                                  f"seed, got {spec!r}")
             return tuple(random.Random(seed).sample(range(1, 2**31 - 1), count))
         raise r.error("population.seeds", f"got {spec!r}; allowed: a list of integers, "
                                           "{start, stop[, step]} or {count, seed}")
@@ -300,9 +299,9 @@ class Manifest:
             if not isinstance(entry, Mapping):
                 raise r.error(where, f"expected a table of 'section.field' values and a seed, got {entry!r}")
             seed = entry.get("seed")
-            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
                 raise r.error(f"{where}.seed", "required integer >= 0" if seed is None else
-                              f"expected an integer >= 0, got {seed!r}")
+                              f"expected an integer in [0, {MAX_SEED}], got {seed!r}")
             model = {"seed": seed}
             for path, value in entry.items():
                 if path == "seed":
@@ -350,8 +349,9 @@ class Manifest:
         table = self.population["random"]
         if table is None:
             return 1, 0, []
-        rnd = r.section("population.random", table, {"draws": Field(int, required=True, positive=True),
-                                                      "seed": Field(int, 0), "space": Field(dict, required=True)})
+        rnd = r.section("population.random", table, {
+            "draws": Field(int, required=True, positive=True, maximum=MAX_MODELS),
+            "seed": Field(int, 0, minimum=0, maximum=MAX_SEED), "space": Field(dict, required=True)})
         space = []
         for path, dist in rnd["space"].items():
             where = f"population.random.space.{path}"
@@ -365,18 +365,30 @@ class Manifest:
             if not isinstance(args, list) or not args or (kind != "choice" and len(args) != 2):
                 raise r.error(where, f"{kind} takes {'a non-empty list' if kind == 'choice' else '[low, high]'}, "
                                      f"got {args!r}")
+            if kind != "choice" and not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                            and math.isfinite(a) for a in args):
+                raise r.error(where, f"{kind} bounds must be finite numbers, got {args!r}")
             if kind == "log_uniform" and min(args) <= 0:
                 raise r.error(where, f"log_uniform bounds must be > 0, got {args!r}")
             if kind != "choice" and args[0] > args[1]:
                 raise r.error(where, f"low > high in {args!r}")
             if kind == "choice" and spec is not None:
                 args = [r.value(f"{where}[{i}]", spec, v) for i, v in enumerate(args)]
+            elif spec is not None:  # every draw lies between the bounds: they must be values the field allows
+                rounded = spec.kind is int  # an integer field rounds its draws (below)
+                for i, a in enumerate(args):
+                    r.value(f"{where}[{i}]", spec, int(round(a)) if rounded else a)
             space.append((path, kind, args, spec))
         return rnd["draws"], rnd["seed"], space
 
     def _configurations(self) -> list[dict[str, Any]]:
         """Ordered (draw, grid point) combinations, each a {path: value} override."""
         draws, seed, space = self._random_space()
+        grid = self._grid_axes()
+        total = draws * math.prod(len(values) for _, values in grid) * len(self.seeds)
+        if total > MAX_MODELS:  # counted before anything is expanded
+            raise _Reader(self.source).error("population", f"random draws x grid points x seeds give {total} models; "
+                                                           f"at most {MAX_MODELS}")
         rng = random.Random(seed)
         sampled = []
         for _ in range(draws):
@@ -394,19 +406,24 @@ class Manifest:
                     value = int(round(value))
                 point[path] = value
             sampled.append(point)
-        grid = self._grid_axes()
         combos = list(itertools.product(*[values for _, values in grid]))
         return [{**point, **{path: v for (path, _), v in zip(grid, combo)}} for point in sampled for combo in combos]
+
+    @cached_property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images the models see, after grayscale, resize and crop."""
+        return input_shape(self.dataset["name"], grayscale=self.dataset["grayscale"], resize=self.dataset["resize"],
+                           center_crop=self.dataset["center_crop"])
 
     @cached_property
     def models(self) -> tuple[ModelSpec, ...]:
         """The expanded population: configurations in order, seeds innermost (or ``population.models`` in order)."""
         r = _Reader(self.source)
-        shape = input_shape(self.dataset["name"], grayscale=self.dataset["grayscale"], resize=self.dataset["resize"],
-                            center_crop=self.dataset["center_crop"])
+        shape = self.input_shape
         classes = DATASETS.get(self.dataset["name"]).num_classes
         resolved: dict[str, Architecture] = {}
         configs = []
+        expansion: list[tuple[dict[str, Any], tuple[int, ...]]]
         if self._explicit is not None:  # one configuration per model, each with its own seed
             expansion = [({k: v for k, v in m.items() if k != "seed"}, (m["seed"],)) for m in self._explicit]
         else:
@@ -426,7 +443,7 @@ class Manifest:
                     raise ManifestError(f"{self.source}: {e}") from None
             configs.append((resolved[key], training, seeds))
         arch_ids = _arch_ids([a for a, _, _ in configs])
-        models = []
+        models: list[ModelSpec] = []
         for architecture, training, seeds in configs:
             for seed in seeds:
                 recipe = {k: v for k, v in training.items() if k not in RUN_FIELDS}
@@ -488,7 +505,7 @@ def _checkpoint_epochs(r: _Reader, value: Any, epochs: int) -> tuple[int, ...]:
     for e in value:
         if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e <= epochs:
             raise r.error("checkpoints.epochs", f"got {e!r}; epochs are integers in the inclusive range "
-                                                f"(0, {epochs}) (0 = initialization)")
+                                                f"[0, {epochs}] (0 = initialization)")
     if len(set(value)) != len(value):
         raise r.error("checkpoints.epochs", f"epochs repeat in {value!r}")
     return tuple(sorted(value))

@@ -39,12 +39,14 @@ UNIT_BYTES = 256 * 2**20
 MAX_GROUP = 64
 
 
-def default_group_size(row_bytes: int) -> int:
+def _default_group_size(row_bytes: int) -> int:
     return max(1, min(MAX_GROUP, UNIT_BYTES // max(row_bytes, 1)))
 
 
 @dataclass(frozen=True)
 class Unit:
+    """One group at one checkpoint epoch: the unit of work and of storage (one shard; no two units share a file)."""
+
     unit_id: int
     arch_id: str
     group: int  # index among all groups of the zoo
@@ -56,6 +58,8 @@ class Unit:
 
 @dataclass(frozen=True)
 class Group:
+    """Models trained by one vectorized computation; ``index_in_arch`` fixes where its rows sit in the arch's array."""
+
     group: int
     arch_id: str
     index_in_arch: int
@@ -73,7 +77,7 @@ class Plan:
         self.per_model = PER_MODEL_BY_VERSION[version]
         self.manifest = manifest
         if group_size is None:
-            group_size = min(default_group_size(4 * a.layout.size) for a in manifest.architectures.values())
+            group_size = min(_default_group_size(4 * a.layout.size) for a in manifest.architectures.values())
         if not isinstance(group_size, int) or group_size < 1:
             raise ZooError(f"group size must be a positive integer, got {group_size!r}")
         self.group_size = group_size
@@ -81,12 +85,14 @@ class Plan:
 
     @cached_property
     def groups(self) -> tuple[Group, ...]:
+        """Every group in storage order; models keep manifest order inside a structure, so the plan is deterministic."""
         buckets: dict[tuple[str, str], list[ModelSpec]] = {}
         by_structure = self.manifest.population.get("grouping", "structure") == "structure"
         for m in self.manifest.models:
             structure = {k: v for k, v in m.hparams.items() if k not in self.per_model} if by_structure else {}
             buckets.setdefault((m.arch_id, json.dumps(structure, sort_keys=True)), []).append(m)
-        groups, per_arch = [], {}
+        groups: list[Group] = []
+        per_arch: dict[str, int] = {}
         for (arch_id, _), models in buckets.items():
             for i in range(0, len(models), self.group_size):
                 k = per_arch.get(arch_id, 0)
@@ -97,13 +103,22 @@ class Plan:
 
     @cached_property
     def units(self) -> tuple[Unit, ...]:
-        units = []
+        """Every unit, group-major then epoch; ``unit_id`` is the index in this tuple."""
+        units: list[Unit] = []
         e = len(self.epochs)
         for g in self.groups:
             for j, epoch in enumerate(self.epochs):
                 row = (g.index_in_arch * e + j) * self.group_size
                 units.append(Unit(len(units), g.arch_id, g.group, epoch, j, g.model_ids, row))
         return tuple(units)
+
+    @cached_property
+    def units_of(self) -> dict[int, tuple[Unit, ...]]:
+        """Group index -> its units in epoch order: what a trainer commits as each checkpoint epoch finishes."""
+        out: dict[int, list[Unit]] = {}
+        for u in self.units:
+            out.setdefault(u.group, []).append(u)
+        return {g: tuple(units) for g, units in out.items()}
 
     def rows(self, arch_id: str) -> int:
         """Rows of an architecture's weights array (units padded to the group size)."""
@@ -118,9 +133,11 @@ class Plan:
 
     @property
     def checkpoints(self) -> int:
+        """Checkpoints the zoo holds when complete (padding rows of partial groups not counted)."""
         return len(self.manifest.models) * len(self.epochs)
 
     def summary(self) -> dict:
+        """What ``zoo plan`` prints: counts, group size and the store's size in bytes (float32, padding excluded)."""
         archs = self.manifest.architectures
         return {
             "zoo": self.manifest.name,

@@ -7,32 +7,43 @@ against the registry's own keys, never against a second hand-kept list.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from .errors import UnknownNameError, allowed_text
+from .errors import UnknownNameError, ZooError, allowed_text
 
 T = TypeVar("T")
+Impl = TypeVar("Impl")  # an implementation attached to a declaration
 
 
 class Registry(Generic[T]):
+    """Name -> item for one kind of thing; names are case-insensitive, and registering a taken name raises, so two
+    modules cannot silently claim one."""
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
 
     def register(self, name: str, item: T) -> T:
+        """Add ``item`` under ``name`` (lower-cased); a taken name raises ``ZooError``. Returns ``item``."""
         key = name.lower()
         if key in self._items:
-            raise ValueError(f"{self.kind} {key!r} is already registered")
+            raise ZooError(f"{self.kind} {key!r} is already registered; register it under another name (taken: "
+                           f"{', '.join(sorted(self._items))})")
         self._items[key] = item
         return item
 
     def decorator(self, name: str) -> Callable[[T], T]:
+        """``register`` as a decorator: ``@REGISTRY.decorator(name)`` above the definition it registers."""
+
         def wrap(item: T) -> T:
             return self.register(name, item)
 
         return wrap
 
     def get(self, name: str) -> T:
+        """The item, case-insensitive; an unknown name (or a non-string read from a manifest) raises
+        ``UnknownNameError`` listing the registered names."""
         key = name.lower() if isinstance(name, str) else name
         try:
             return self._items[key]
@@ -40,7 +51,12 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind}: {allowed_text(name, self._items)}") from None
 
     def names(self) -> list[str]:
+        """Registered names, lower-cased and sorted."""
         return sorted(self._items)
+
+    def values(self) -> list[T]:
+        """The items in registration order (a command table lists its commands as declared)."""
+        return list(self._items.values())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
@@ -50,3 +66,61 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class Declarations(Registry["Declaration"]):
+    """Names declared in ``zoo`` (torch-free), implemented elsewhere (``builders``) by name.
+
+    A manifest is validated against the declarations without importing torch; the implementing module
+    attaches each implementation with ``@REGISTRY.implement(name)``. A name implemented but not declared,
+    or implemented twice, is an error at import time, so the two sides cannot drift apart.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._implementations: dict[str, object] = {}
+
+    def declare(self, name: str, doc: str) -> Declaration:
+        """Declare ``name`` with a one-line description (what ``allowed_text`` and docs show)."""
+        return self.register(name, Declaration(name.lower(), doc))
+
+    def implement(self, name: str) -> Callable[[Impl], Impl]:
+        """Decorator: attach the implementation of the declared ``name``."""
+        key = name.lower()
+
+        def attach(item: Impl) -> Impl:
+            if key not in self._items:
+                raise UnknownNameError(f"{self.kind} {name!r} is implemented but not declared (declare it beside "
+                                       f"the others); {allowed_text(name, self._items)}")
+            if key in self._implementations:
+                raise ZooError(f"{self.kind} {key!r} has two implementations: "
+                               f"{_qualname(self._implementations[key])} and {_qualname(item)}")
+            self._implementations[key] = item
+            return item
+
+        return attach
+
+    def implementation(self, name: str) -> Any:
+        """The implementation of ``name``; an unknown name raises listing the declared ones."""
+        key = self.get(name).name
+        try:
+            return self._implementations[key]
+        except KeyError:
+            raise ZooError(f"{self.kind} {key!r} is declared but not implemented; its implementation attaches "
+                           "when the module that implements it is imported (builders)") from None
+
+    def unimplemented(self) -> list[str]:
+        """Declared names without an implementation (empty once the implementing modules are imported)."""
+        return [n for n in self.names() if n not in self._implementations]
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A declared name and what it means, in one line."""
+
+    name: str
+    doc: str
+
+
+def _qualname(item: object) -> str:
+    return f"{getattr(item, '__module__', '?')}.{getattr(item, '__qualname__', type(item).__qualname__)}"

@@ -18,32 +18,42 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-import matplotlib.ticker
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from . import __version__
+from .columns import varied_columns
 from .datasets import DATASETS
 from .errors import ZooError
+
+try:  # the report's one heavy dependency, an extra: say how to get it rather than fail on import
+    import matplotlib
+    import matplotlib.ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ModuleNotFoundError as e:  # pragma: no cover - the test extra installs matplotlib
+    raise ZooError("zoo report draws with matplotlib, which is not installed: pip install -e \".[report]\" "
+                   "(or \".[all]\")") from e
 from .layout import TRAINABLE_ROLES, Layout
 from .store import open_zoo
 from .store.reader import Zoo
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 #: Hyperparameter columns never plotted as a panel: the seed only names a model.
 NOT_PLOTTED = frozenset({"seed"})
 #: Up to this many distinct values a hyperparameter is shown as a box per value; above, as a scatter.
 MAX_CATEGORIES = 12
 READ_BATCH_BYTES = 64 * 2**20
-STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
-         "ytick.labelsize": 10, "legend.fontsize": 9, "figure.titlesize": 13, "axes.spines.top": False,
-         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 110}
+STYLE: dict[RcKeyType, Any] = {
+    "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10, "ytick.labelsize": 10,
+    "legend.fontsize": 9, "figure.titlesize": 13, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 110}
 ACC_LABEL = "test accuracy (fraction correct)"
 #: Axis titles for hyperparameter columns whose names are abbreviations.
 HPARAM_TITLES = {"lr": "learning rate", "weight_decay": "weight decay", "init_std": "init standard deviation",
@@ -191,7 +201,7 @@ def _hist_panel(ax, values_by_arch: dict[str, np.ndarray], diverged_by_arch: dic
     ax.legend(loc="best", frameon=False)
 
 
-def accuracy_figure(d: _Data, out: Path, chance: float | None) -> tuple[str, str]:
+def _accuracy_figure(d: _Data, out: Path, chance: float | None) -> tuple[str, str]:
     final = d.final & np.isfinite(d.test_acc)
     archs = sorted(set(d.arch[final]))
     acc = {a: d.test_acc[final & (d.arch == a)] for a in archs}
@@ -224,25 +234,12 @@ def accuracy_figure(d: _Data, out: Path, chance: float | None) -> tuple[str, str
 
 
 def varied_hparams(z: Zoo, table: pa.Table) -> tuple[list[str], dict[str, Any]]:
-    """(hyperparameter columns that take more than one value, {column: value} of those that take one)."""
-    varied, fixed = [], {}
-    for name in z.manifest.hparam_columns():
-        if name not in table.column_names or name in NOT_PLOTTED:
-            continue
-        col = table.column(name)
-        if pa.types.is_list(col.type):  # e.g. hidden layer widths: arrow has no unique kernel for lists
-            distinct = [None if v is None else list(v) for v in dict.fromkeys(None if v is None else tuple(v)
-                                                       for v in col.to_pylist())]
-        else:
-            distinct = pc.unique(col).to_pylist()
-        if len(distinct) > 1:
-            varied.append(name)
-        elif distinct:
-            fixed[name] = distinct[0]
-    return varied, fixed
+    """(hyperparameter columns that take more than one value, {column: value} of those that take one); the
+    seed, which only names a model, is in neither."""
+    return varied_columns(table, [n for n in z.manifest.hparam_columns() if n not in NOT_PLOTTED])
 
 
-def hparam_figure(d: _Data, names: list[str], out: Path, opts: ReportOptions) -> tuple[str, str]:
+def _hparam_figure(d: _Data, names: list[str], out: Path, opts: ReportOptions) -> tuple[str, str]:
     final = np.flatnonzero(d.final)
     acc = d.test_acc[final]
     div = d.model_diverged[final]
@@ -297,7 +294,7 @@ def hparam_figure(d: _Data, names: list[str], out: Path, opts: ReportOptions) ->
     return _save(fig, out, "fig-hyperparameters.png"), caption
 
 
-def curves_figure(d: _Data, epochs: list[int], out: Path, opts: ReportOptions) -> tuple[str, str]:
+def _curves_figure(d: _Data, epochs: list[int], out: Path, opts: ReportOptions) -> tuple[str, str]:
     archs = sorted(set(d.arch))
     cols = min(3, len(archs))
     rows = -(-len(archs) // cols)
@@ -351,7 +348,7 @@ def _layer_stats(z: Zoo, arch: str, layout: Layout, rows: np.ndarray) -> np.ndar
     return out
 
 
-def weight_stats_figure(z: Zoo, d: _Data, arch: str, epochs: list[int], out: Path, opts: ReportOptions,
+def _weight_stats_figure(z: Zoo, d: _Data, arch: str, epochs: list[int], out: Path, opts: ReportOptions,
                         name: str) -> tuple[str, str, dict]:
     layout = z.layout(arch)
     sel = d.arch == arch
@@ -378,8 +375,8 @@ def weight_stats_figure(z: Zoo, d: _Data, arch: str, epochs: list[int], out: Pat
     colors = [cmap(j / max(1, len(tensors) - 1)) for j in range(len(tensors))]
     for k, (ax, what) in enumerate(zip(axes, ("mean", "standard deviation", "L2 norm"))):
         for j, t in enumerate(tensors):
-            ax.plot(ep, med[:, j, k], color=colors[j], linewidth=1.6, marker="o" if len(ep) <= 20 else None, markersize=3,
-                    linestyle="-" if t.role in ("weight", "bn_weight") else "--", label=t.name)
+            ax.plot(ep, med[:, j, k], color=colors[j], linewidth=1.6, marker="o" if len(ep) <= 20 else None,
+                    markersize=3, linestyle="-" if t.role in ("weight", "bn_weight") else "--", label=t.name)
         vals = med[:, :, k][np.isfinite(med[:, :, k])]
         if k > 0 and vals.size and vals.min() > 0:
             ax.set_yscale("log")
@@ -402,7 +399,7 @@ def weight_stats_figure(z: Zoo, d: _Data, arch: str, epochs: list[int], out: Pat
                                             "checkpoints": int(len(order))}
 
 
-def pca_figure(z: Zoo, d: _Data, arch: str, out: Path, opts: ReportOptions, name: str) -> tuple[str | None, str, dict]:
+def _pca_figure(z: Zoo, d: _Data, arch: str, out: Path, opts: ReportOptions, name: str) -> tuple[str | None, str, dict]:
     layout = z.layout(arch)
     cand = np.flatnonzero((d.arch == arch) & d.final & (d.status == "ok") & np.isfinite(d.test_acc))
     cap = max(1, opts.read_bytes // (4 * layout.size))
@@ -532,7 +529,8 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
     varied, fixed = varied_hparams(z, d.table)
     chance = 1.0 / DATASETS.get(z.manifest.dataset["name"]).num_classes if z.manifest.dataset["name"] in DATASETS \
         else None
-    sections, figures, samples = [], [], {}
+    sections, figures = [], []
+    samples: dict[str, Any] = {}
     sections.append(("counts", "Counts", _counts_html(c, z, d)))
 
     with matplotlib.rc_context(STYLE):
@@ -542,20 +540,20 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
                                ("hyperparameters", "Accuracy per hyperparameter"), ("curves", "Training curves")):
                 sections.append((key, title, empty))
         else:
-            src, cap = accuracy_figure(d, out, chance)
+            src, cap = _accuracy_figure(d, out, chance)
             figures.append(src)
             sections.append(("accuracy", "Accuracy and generalization gap",
                              _figure_html(src, cap, "histograms of final test accuracy and generalization gap")))
             fixed_html = ('<p>Shared by every model:</p><table>' + "".join(
                 f"<tr><th>{_e(k)}</th><td>{_e(_label(v))}</td></tr>" for k, v in fixed.items()) + "</table>")
             if varied:
-                src, cap = hparam_figure(d, varied, out, opts)
+                src, cap = _hparam_figure(d, varied, out, opts)
                 figures.append(src)
                 body = _figure_html(src, cap, "final test accuracy per hyperparameter value")
             else:
                 body = '<p class="note">No hyperparameter but the seed varies in this zoo.</p>'
             sections.append(("hyperparameters", "Accuracy per hyperparameter", body + fixed_html))
-            src, cap = curves_figure(d, epochs, out, opts)
+            src, cap = _curves_figure(d, epochs, out, opts)
             figures.append(src)
             samples["curves"] = opts.curve_models
             sections.append(("curves", "Training curves", _figure_html(src, cap, "test accuracy against epoch")))
@@ -567,8 +565,8 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
                 continue
             slug = _slug(arch)
             a = z.attrs["architectures"][arch]
-            src1, cap1, s1 = weight_stats_figure(z, d, arch, epochs, out, opts, f"fig-weights-{slug}.png")
-            src2, cap2, s2 = pca_figure(z, d, arch, out, opts, f"fig-pca-{slug}.png")
+            src1, cap1, s1 = _weight_stats_figure(z, d, arch, epochs, out, opts, f"fig-weights-{slug}.png")
+            src2, cap2, s2 = _pca_figure(z, d, arch, out, opts, f"fig-pca-{slug}.png")
             figures += [f for f in (src1, src2) if f]
             samples[arch] = {"weight_stats": s1, "pca": s2}
             kind = a["architecture"]["name"]
@@ -587,7 +585,8 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
             continue
         w, p = s["weight_stats"], s["pca"]
         sampling.append(f"{arch}: weight statistics read {w['models']:,} of {w['of']:,} models "
-                        f"({w['checkpoints']:,} checkpoints); PCA read {p['points']:,} of {p['of']:,} final checkpoints.")
+                        f"({w['checkpoints']:,} checkpoints); PCA read {p['points']:,} of {p['of']:,} "
+                        "final checkpoints.")
     sampling.append(f"Samples are drawn with seed {opts.seed}; weight reads are capped at "
                     f"{_bytes(opts.read_bytes)} per architecture and figure.")
     sections.insert(1, ("sampling", "Sampling", "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sampling) + "</ul>"))

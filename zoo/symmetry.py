@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import ZooError
 from .layout import Layout
+
+if TYPE_CHECKING:  # the transforms import torch; declaring and reading a spec needs none
+    import torch
 
 #: What follows a permutation group's pre-activation, as declared by the architecture.
 NONLINEARITIES = ("act", "pool_act", "relu")
@@ -34,6 +35,8 @@ ODD = frozenset({"tanh"})
 
 
 def parse_axis(entry: str | None) -> tuple[str, int] | None:
+    """One axis entry of the table as ``(permutation, repeat)``, or ``None`` for an axis that is not permuted
+    (``"P3*9"`` -> ``("P3", 9)``, ``"P1"`` -> ``("P1", 1)``)."""
     if entry is None:
         return None
     name, _, repeat = entry.partition("*")
@@ -42,25 +45,30 @@ def parse_axis(entry: str | None) -> tuple[str, int] | None:
 
 # --- helpers that make a spec read like the network ---------------------------------------
 def conv(name: str, p_in: str | None, p_out: str | None, bias: bool = True) -> dict[str, tuple]:
-    axes = {f"{name}.weight": (p_out, p_in, None, None)}
+    """Table entries of a Conv2d: weight (out, in, kh, kw) with spatial axes never permuted, and its bias."""
+    axes: dict[str, tuple] = {f"{name}.weight": (p_out, p_in, None, None)}
     if bias:
         axes[f"{name}.bias"] = (p_out,)
     return axes
 
 
 def dense(name: str, p_in: str | None, p_out: str | None, bias: bool = True) -> dict[str, tuple]:
-    axes = {f"{name}.weight": (p_out, p_in)}
+    """Table entries of a Linear layer; ``p_in`` may carry a repeat (``"P3*9"``) when it reads a flattened map."""
+    axes: dict[str, tuple] = {f"{name}.weight": (p_out, p_in)}
     if bias:
         axes[f"{name}.bias"] = (p_out,)
     return axes
 
 
 def norm(name: str, p: str | None) -> dict[str, tuple]:
+    """Table entries of a BatchNorm: affine parameters and running statistics all follow the channel's unit."""
     return {f"{name}.{k}": (p,) for k in ("weight", "bias", "running_mean", "running_var")}
 
 
 @dataclass(frozen=True)
 class PermGroup:
+    """One set of interchangeable hidden units: its size (units, not tensor entries) and what follows them."""
+
     name: str
     size: int
     nonlinearity: str  # what follows the pre-activation: see NONLINEARITIES
@@ -78,6 +86,8 @@ class PermGroup:
 
 @dataclass(frozen=True)
 class SymmetrySpec:
+    """The symmetry table of one architecture, checked against its layout by ``build``; construct it there."""
+
     axes: Mapping[str, tuple[str | None, ...]]
     groups: Mapping[str, PermGroup]
 
@@ -171,6 +181,8 @@ class SymmetrySpec:
                          symmetries: frozenset[str] = frozenset({"permute", "rescale", "signflip"}),
                          ) -> dict[str, torch.Tensor]:
         """Draw a random element of the allowed symmetry group and apply it."""
+        import torch
+
         perms, scales = {}, {}
         for g, group in self.groups.items():
             allowed = group.allowed(activation) & symmetries
@@ -184,6 +196,7 @@ class SymmetrySpec:
 
     # --- serialization ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored per architecture in a zoo; group sizes are kept so a reader needs no layout."""
         return {
             "axes": {k: list(v) for k, v in self.axes.items()},
             "groups": {g.name: {"size": g.size, "nonlinearity": g.nonlinearity} for g in self.groups.values()},
@@ -191,6 +204,7 @@ class SymmetrySpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SymmetrySpec:
+        """Inverse of ``to_dict``; not checked against a layout again (``build`` did that when it was written)."""
         groups = {k: PermGroup(k, int(v["size"]), v["nonlinearity"]) for k, v in d["groups"].items()}
         return cls({k: tuple(v) for k, v in d["axes"].items()}, groups)
 
@@ -198,6 +212,8 @@ class SymmetrySpec:
 def expand_units(values: torch.Tensor, repeat: int) -> torch.Tensor:
     """Per-unit values (..., n) -> per-input values (..., n * repeat) when each unit owns ``repeat``
     consecutive inputs (indices are expanded to the inputs' indices, scales are repeated)."""
+    import torch
+
     if repeat == 1:
         return values
     if values.dtype in (torch.int64, torch.int32):

@@ -1,6 +1,6 @@
 """What every importer shares: the manifest of an imported population, and the all-or-nothing write.
 
-An importer reads a published zoo's own format, validates all of it, and hands
+An importer is an ``ImportSource``: it reads a published zoo's own format, validates all of it, and hands
 this module (1) one configuration per model (``{'section.field': value, 'seed':
 int}``, in the manifest's terms) and (2) two callbacks that give the rows and
 the metrics of the models of one unit of work. Here the configurations become a
@@ -23,11 +23,12 @@ import math
 import re
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import fsspec
 import numpy as np
@@ -37,7 +38,7 @@ from zoo.errors import StoreNotFoundError, ZooError
 from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Unit
 from zoo.store import ZooWriter, create, open_zoo
-from zoo.store.reader import _local_path, is_url
+from zoo.store.reader import is_url, local_path
 
 #: Key under the store's ``weightzoo`` attributes that records where an imported zoo came from.
 IMPORT_ATTR = "imported_from"
@@ -68,6 +69,7 @@ class ImportReport:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON types (nested lists and dicts are copies)."""
         return asdict(self)
 
 
@@ -86,6 +88,8 @@ def as_metric(value: Any) -> float | None:
 
 def metrics_record(*, train_loss=None, train_acc=None, val_loss=None, val_acc=None, test_loss=None,
                    test_acc=None, wall_time_s=None) -> dict[str, Any]:
+    """The store's metric columns of one checkpoint, unmeasured ones None, and ``gen_gap`` (train minus test
+    accuracy) added when both accuracies are known."""
     rec = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
            "test_loss": test_loss, "test_acc": test_acc, "wall_time_s": wall_time_s}
     rec = {k: as_metric(v) for k, v in rec.items()}
@@ -101,6 +105,7 @@ def slug(text: str, fallback: str = "imported") -> str:
 
 
 def read_base_manifest(manifest: str | Path | Manifest | None) -> Manifest | None:
+    """The published manifest an importer may reuse: loaded from a path, passed through, or None."""
     if manifest is None or isinstance(manifest, Manifest):
         return manifest
     return load_manifest(manifest)
@@ -177,6 +182,72 @@ def choose_manifest(explicit: Manifest, published: Manifest | None) -> tuple[Man
     return explicit, list(range(len(explicit.models))), "explicit"
 
 
+# --- the importers' interface ------------------------------------------------------------------------------
+class ImportSource(ABC):
+    """A published zoo in its own format, read and validated completely (in ``__init__``) before anything is
+    written; ``write`` then commits it unit by unit.
+
+    ``__init__`` sets ``src``, ``base`` (the zoo's published manifest or None), ``skipped`` (source models left
+    out as incomplete) and, through ``choose``, the manifest to store and each model's source index.
+    """
+
+    format: ClassVar[str]
+    #: License and citation of the published zoo (the store's when no published manifest says otherwise).
+    LICENSE: ClassVar[str]
+    CITATION: ClassVar[str]
+    src: Path
+    base: Manifest | None
+    skipped: list[str]
+    explicit: Manifest  # every imported model, listed (``population_manifest``)
+    manifest: Manifest  # what the store keeps: ``explicit``, or ``base`` when that describes the same models
+    order: list[int]  # source index of each model id
+    kind: str  # "published" or "explicit"
+
+    @abstractmethod
+    def rows(self, sources: Sequence[int], epoch: int) -> np.ndarray:
+        """The checkpoints of source models ``sources`` at ``epoch``, as rows of the registered layout."""
+
+    @abstractmethod
+    def record(self, source: int, epoch: int) -> Mapping[str, Any]:
+        """The metrics of one checkpoint (store columns; missing ones stay null)."""
+
+    @abstractmethod
+    def model_names(self) -> list[str]:
+        """Each source model's name in the source (a folder or run), by source index."""
+
+    def choose(self, explicit: Manifest) -> None:
+        """Keep ``explicit``, and the manifest the store will keep (the published one when it matches)."""
+        self.explicit = explicit
+        self.manifest, self.order, self.kind = choose_manifest(explicit, self.base)
+
+    def sections(self, *, name: str | None, default_name: str, description: str, dataset: Mapping[str, Any],
+                 architecture: Mapping[str, Any], training: Mapping[str, Any], epochs: int
+                 ) -> dict[str, dict[str, Any]]:
+        """The zoo, dataset, architecture and training tables of the imported population: the published
+        manifest's where given (else the arguments), named and described for this import."""
+        base = self.base.to_dict() if self.base else {}
+        zoo = dict(base.get("zoo", {"license": self.LICENSE, "citation": self.CITATION}))
+        zoo["name"] = name or (self.base.name if self.base else default_name)
+        recipe = f"; dataset and recipe defaults from {self.base.source}" if self.base else ""
+        zoo["description"] = f"{description} {self.src.resolve()}{recipe}."
+        return {"zoo": zoo, "dataset": dict(base.get("dataset", dataset)),
+                "architecture": dict(base.get("architecture", architecture)),
+                "training": {**base.get("training", training), "epochs": epochs}}
+
+    def imported_from(self) -> dict[str, Any]:
+        """What the store records of its origin (``IMPORT_ATTR``)."""
+        names = self.model_names()
+        return {"format": self.format, "source": str(self.src.resolve()), "manifest": self.kind,
+                "models": [names[s] for s in self.order], "skipped": self.skipped}
+
+    def write(self, store: str | Path, *, group_size: int | None = None, quiet: bool = True) -> ImportReport:
+        """Create (or resume) ``store`` and commit every checkpoint; see ``write_import``."""
+        report = ImportReport(self.format, str(self.src), str(store), manifest=self.kind,
+                              skipped_models=self.skipped)
+        return write_import(store, self.manifest, self.order, rows=self.rows, record=self.record,
+                            imported_from=self.imported_from(), report=report, group_size=group_size, quiet=quiet)
+
+
 # --- writing ---------------------------------------------------------------------------------------------
 def _state(store: str | Path) -> str:
     """What is at ``store`` now: "store", "absent", "empty" (an empty folder) or "other"."""
@@ -190,7 +261,7 @@ def _state(store: str | Path) -> str:
         if not fs.exists(root):
             return "absent"
         return "empty" if fs.isdir(root) and not fs.ls(root) else "other"
-    local = _local_path(store)
+    local = local_path(store)
     if not local.exists():
         return "absent"
     return "empty" if local.is_dir() and not any(local.iterdir()) else "other"
@@ -203,7 +274,7 @@ def _remove(store: str | Path, state: str) -> None:
         if fs.exists(root):
             fs.rm(root, recursive=True)
         return
-    local = _local_path(store)
+    local = local_path(store)
     if local.exists():
         shutil.rmtree(local)
     if state == "empty":

@@ -43,8 +43,7 @@ from zoo.errors import ZooError, allowed_text
 from zoo.layout import Layout
 from zoo.manifest import SECTIONS, Manifest
 
-from .common import (ImportReport, choose_manifest, is_number, metrics_record, population_manifest,
-                     read_base_manifest, slug, write_import)
+from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest, slug
 
 #: params.json "model::type" -> (registered architecture, input side the published zoos resized images to).
 MODEL_TYPES: dict[str, tuple[str, int | None]] = {"CNN": ("cnn-s", 28), "CNN3": ("cnn-l", 32),
@@ -231,23 +230,24 @@ def map_state_dict(file: Path, sd: Mapping[str, torch.Tensor], arch: str, layout
         raise ZooError(f"{file}: tensor {names[unexpected[0]]!r} has no place in {where}")
     out = {}
     for t in layout.tensors:
-        key = names.get(t.name)
-        if key is None:
+        found = names.get(t.name)
+        if found is None:
             raise ZooError(f"{file}: no tensor for {t.name!r} of {where}")
-        value = sd[key]
+        value = sd[found]
         if tuple(value.shape) != t.shape:
-            raise ZooError(f"{file}: tensor {key!r} has shape {tuple(value.shape)}; {where} expects {t.shape} "
+            raise ZooError(f"{file}: tensor {found!r} has shape {tuple(value.shape)}; {where} expects {t.shape} "
                            f"for {t.name!r}")
         if not value.is_floating_point():
-            raise ZooError(f"{file}: tensor {key!r} has dtype {value.dtype}; expected floating point")
+            raise ZooError(f"{file}: tensor {found!r} has dtype {value.dtype}; expected floating point")
         out[t.name] = value
     return out
 
 
-class ModelZooSource:
+class ModelZooSource(ImportSource):
     """A Model Zoos directory, read and validated completely before anything is written."""
 
     format = "modelzoo"
+    LICENSE, CITATION = LICENSE, CITATION
 
     def __init__(self, src: str | Path, *, manifest: str | Path | Manifest | None = None, dataset: str | None = None,
                  name: str | None = None, skip_incomplete: bool = False) -> None:
@@ -297,16 +297,13 @@ class ModelZooSource:
         if max(epochs) > n_epochs:
             raise ZooError(f"{self.src}: checkpoint for epoch {max(epochs)} beyond 'training::epochs_train' = "
                            f"{n_epochs}")
-        self.explicit = population_manifest(self._sections(dataset, name, n_epochs),
-                                            [t.config for t in self.trials], epochs,
-                                            source=f"zoo import modelzoo {self.src}")
-        self.manifest, self.order, self.kind = choose_manifest(self.explicit, self.base)
+        self.choose(population_manifest(self._sections(dataset, name, n_epochs), [t.config for t in self.trials],
+                                        epochs, source=f"zoo import modelzoo {self.src}"))
         self._check_channels()
         self._check_checkpoints()
 
     # --- the store's description -------------------------------------------------------------------------
     def _sections(self, dataset: str | None, name: str | None, epochs: int) -> dict[str, dict[str, Any]]:
-        base = self.base.to_dict() if self.base else {}
         if self.base is not None:
             if dataset is not None and dataset != self.base.dataset["name"]:
                 raise ZooError(f"--dataset {dataset!r} contradicts the manifest {self.base.source} "
@@ -314,7 +311,7 @@ class ModelZooSource:
             if self.base.architecture["name"] != self.arch:
                 raise ZooError(f"{self.base.source}: declares architecture {self.base.architecture['name']!r}, but "
                                f"the trial folders in {self.src} hold {self.arch!r} models")
-            data = dict(base["dataset"])
+            data: dict[str, Any] = {}  # the manifest's
         elif dataset is not None:
             info = DATASETS.get(dataset)
             data = {"name": info.name}
@@ -324,14 +321,9 @@ class ModelZooSource:
         else:
             raise ZooError(f"{self.src}: the trial folders do not record the image dataset; pass the zoo's "
                            "published manifest (--manifest manifests/modelzoo/NAME.toml) or --dataset NAME")
-        zoo = dict(base.get("zoo", {"license": LICENSE, "citation": CITATION}))
-        zoo["name"] = name or (self.base.name if self.base else slug(self.src.name))
-        recipe = f"; dataset and recipe defaults from {self.base.source}" if self.base else ""
-        zoo["description"] = (f"{len(self.trials)} models imported from the Model Zoos trial folders in "
-                              f"{self.src.resolve()}{recipe}.")
-        arch = {k: v for k, v in base.get("architecture", {"name": self.arch}).items()}
-        training = {**base.get("training", {}), "epochs": epochs}
-        return {"zoo": zoo, "dataset": data, "architecture": arch, "training": training}
+        return self.sections(name=name, default_name=slug(self.src.name), dataset=data,
+                             description=f"{len(self.trials)} models imported from the Model Zoos trial folders in",
+                             architecture={"name": self.arch}, training={}, epochs=epochs)
 
     def _check_channels(self) -> None:
         channels = self.explicit.architectures[self.explicit.models[0].arch_id].in_shape[0]
@@ -350,6 +342,7 @@ class ModelZooSource:
 
     # --- what the writer asks for ------------------------------------------------------------------------
     def rows(self, sources: Sequence[int], epoch: int) -> np.ndarray:
+        """Reads each model's checkpoint file at ``epoch`` whole, mapped onto its architecture's layout."""
         out = []
         for s in sources:
             arch = self.explicit.architectures[self.explicit.models[s].arch_id]
@@ -359,11 +352,12 @@ class ModelZooSource:
         return np.stack(out)
 
     def record(self, source: int, epoch: int) -> dict[str, Any]:
+        """From the trial's ``result.json``: an epoch it never reported gives all metrics null."""
         return metrics_record(**self.trials[source].results.get(epoch, {}))
 
-    def imported_from(self) -> dict[str, Any]:
-        return {"format": self.format, "source": str(self.src.resolve()), "manifest": self.kind,
-                "models": [self.trials[s].path.name for s in self.order], "skipped": self.skipped}
+    def model_names(self) -> list[str]:
+        """The trial folders' names."""
+        return [t.path.name for t in self.trials]
 
 
 def _looks_like_trial(folder: Path) -> bool:
@@ -393,7 +387,4 @@ def import_modelzoo(src: str | Path, store: str | Path, *, manifest: str | Path 
         skip_incomplete: leave out trials lacking some of the zoo's checkpoint epochs (else an error).
     """
     source = ModelZooSource(src, manifest=manifest, dataset=dataset, name=name, skip_incomplete=skip_incomplete)
-    report = ImportReport(source.format, str(source.src), str(store), manifest=source.kind,
-                          skipped_models=source.skipped)
-    return write_import(store, source.manifest, source.order, rows=source.rows, record=source.record,
-                        imported_from=source.imported_from(), report=report, group_size=group_size, quiet=quiet)
+    return source.write(store, group_size=group_size, quiet=quiet)

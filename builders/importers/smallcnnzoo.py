@@ -40,8 +40,7 @@ from zoo.errors import ZooError, allowed_text
 from zoo.layout import Layout
 from zoo.manifest import Manifest
 
-from .common import (ImportReport, choose_manifest, is_number, metrics_record, population_manifest,
-                     read_base_manifest, write_import)
+from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest
 
 FILES = ("weights.npy", "metrics.csv.gz", "layout.csv")
 #: TensorFlow Datasets names -> this library's dataset registry.
@@ -140,10 +139,11 @@ def read_layout(file: Path, layout: Layout, width: int) -> np.ndarray:
     return index
 
 
-class SmallCNNZooSource:
+class SmallCNNZooSource(ImportSource):
     """A Small CNN Zoo directory, read and validated completely before anything is written."""
 
     format = "smallcnnzoo"
+    LICENSE, CITATION = LICENSE, CITATION
 
     def __init__(self, src: str | Path, *, manifest: str | Path | Manifest | None = None, name: str | None = None,
                  skip_incomplete: bool = False) -> None:
@@ -158,15 +158,14 @@ class SmallCNNZooSource:
         columns, n_rows = self._read_metrics()
         self.weights = self._read_weights(n_rows)
         self._group_models(columns)
-        self.explicit = population_manifest(self._sections(name), [m["config"] for m in self.models],
-                                            self.epochs, source=f"zoo import smallcnnzoo {self.src}")
+        self.choose(population_manifest(self._sections(name), [m["config"] for m in self.models], self.epochs,
+                                        source=f"zoo import smallcnnzoo {self.src}"))
         arch = next(iter(self.explicit.architectures.values()))
         if arch.name != "smallcnn":
-            raise ZooError(f"{self.base.source}: declares architecture {arch.name!r}; the Small CNN Zoo holds "
-                           "smallcnn models")
+            raise ZooError(f"{self.base.source if self.base else self.src}: declares architecture {arch.name!r}; "
+                           "the Small CNN Zoo holds smallcnn models")
         self.layout = arch.layout
         self.index = read_layout(self.src / "layout.csv", self.layout, self.weights.shape[1])
-        self.manifest, self.order, self.kind = choose_manifest(self.explicit, self.base)
 
     # --- reading -------------------------------------------------------------------------------------------
     def _read_metrics(self) -> tuple[dict[str, list], int]:
@@ -308,34 +307,31 @@ class SmallCNNZooSource:
 
     # --- the store's description -------------------------------------------------------------------------
     def _sections(self, name: str | None) -> dict[str, dict[str, Any]]:
-        base = self.base.to_dict() if self.base else {}
         if self.base is not None and self.base.dataset["name"] != self.dataset:
             raise ZooError(f"{self.base.source}: declares dataset {self.base.dataset['name']!r}, but "
                            f"{self.metrics_file} holds runs on {self.dataset!r}")
-        dataset = dict(base.get("dataset", {"name": self.dataset, **DATASET_DEFAULTS}))
-        zoo = dict(base.get("zoo", {"license": LICENSE, "citation": CITATION}))
-        zoo["name"] = name or (self.base.name if self.base else f"smallcnnzoo-{self.dataset}")
-        recipe = f"; dataset and recipe defaults from {self.base.source}" if self.base else ""
-        zoo["description"] = (f"{len(self.models)} Small CNN Zoo models imported from {self.src.resolve()}{recipe}.")
-        training = {**base.get("training", TRAINING_DEFAULTS), "epochs": self.n_epochs}
         if any("training.init_std" not in m["config"] for m in self.models):
             for m in self.models:  # an init without a std: keep the column, null where the source has none
                 m["config"].setdefault("training.init_std", None)
-        architecture = dict(base.get("architecture", {"name": "smallcnn"}))
-        return {"zoo": zoo, "dataset": dataset, "architecture": architecture, "training": training}
+        return self.sections(name=name, default_name=f"smallcnnzoo-{self.dataset}",
+                             description=f"{len(self.models)} Small CNN Zoo models imported from",
+                             dataset={"name": self.dataset, **DATASET_DEFAULTS}, architecture={"name": "smallcnn"},
+                             training=TRAINING_DEFAULTS, epochs=self.n_epochs)
 
     # --- what the writer asks for ------------------------------------------------------------------------
     def rows(self, sources: Sequence[int], epoch: int) -> np.ndarray:
+        """Rows of ``weights.npy`` (memory-mapped), columns reordered from Keras placement to the layout."""
         rows = [self.models[s]["rows"][epoch] for s in sources]
         return np.asarray(self.weights[rows], dtype=np.float32)[:, self.index]
 
     def record(self, source: int, epoch: int) -> dict[str, Any]:
+        """From the checkpoint's row of ``metrics.csv.gz`` (the same row index as in ``weights.npy``)."""
         i = self.models[source]["rows"][epoch]
         return metrics_record(**{key: self.columns[column][i] for column, key in METRIC_COLUMNS.items()})
 
-    def imported_from(self) -> dict[str, Any]:
-        return {"format": self.format, "source": str(self.src.resolve()), "manifest": self.kind,
-                "models": [self.models[s]["name"] for s in self.order], "skipped": self.skipped}
+    def model_names(self) -> list[str]:
+        """Each run's ``modeldir`` in ``metrics.csv.gz``."""
+        return [m["name"] for m in self.models]
 
 
 def import_smallcnnzoo(src: str | Path, store: str | Path, *, manifest: str | Path | Manifest | None = None,
@@ -352,7 +348,4 @@ def import_smallcnnzoo(src: str | Path, store: str | Path, *, manifest: str | Pa
         skip_incomplete: leave out runs lacking some of the zoo's checkpoint epochs (else an error).
     """
     source = SmallCNNZooSource(src, manifest=manifest, name=name, skip_incomplete=skip_incomplete)
-    report = ImportReport(source.format, str(source.src), str(store), manifest=source.kind,
-                          skipped_models=source.skipped)
-    return write_import(store, source.manifest, source.order, rows=source.rows, record=source.record,
-                        imported_from=source.imported_from(), report=report, group_size=group_size, quiet=quiet)
+    return source.write(store, group_size=group_size, quiet=quiet)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import Registry
-from .base import ACTIVATIONS, Architecture, ArchDef, Option
+from .base import ACTIVATIONS, ArchDef, Architecture, Option
 from .convnet import CNN_L, CNN_S, SMALLCNN
 from .mlp import MLP_DEF
 from .resnet import RESNET, RESNET18
@@ -16,6 +16,7 @@ for _arch in (CNN_S, CNN_L, SMALLCNN, MLP_DEF, RESNET, RESNET18):
 
 
 def list_architectures() -> list[str]:
+    """Names a manifest's ``architecture.name`` accepts, sorted."""
     return ARCHITECTURES.names()
 
 

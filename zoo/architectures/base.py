@@ -13,62 +13,88 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ZooError, allowed_text
+from ..fields import Field
 from ..layout import Layout
 from ..symmetry import SymmetrySpec
+from . import cache
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
+if TYPE_CHECKING:
+    from torch import nn
+
+#: Activation names and the ``torch.nn`` class each stands for (by name: declaring them must not import torch).
+ACTIVATIONS: dict[str, str] = {
+    "relu": "ReLU",
+    "leaky_relu": "LeakyReLU",
+    "tanh": "Tanh",
+    "sigmoid": "Sigmoid",
+    "gelu": "GELU",
 }
 
 
+def make_activation(name: str) -> nn.Module:
+    """The activation module for a declared name."""
+    from torch import nn
+
+    if name not in ACTIVATIONS:
+        raise ZooError(f"activation: {allowed_text(name, ACTIVATIONS)}")
+    return getattr(nn, ACTIVATIONS[name])()
+
+
 @dataclass(frozen=True)
-class Option:
-    kind: type | tuple[type, ...]
-    default: Any
-    choices: tuple[Any, ...] | None = None
-    shape: bool = False  # True when the option changes tensor shapes (hence the layout)
-    doc: str = ""
+class Option(Field):
+    """One option an architecture accepts in a manifest: a ``Field`` (type, default, allowed values, range) that
+    may change tensor shapes (``shape=True`` options enter ``Architecture.shape_key``, hence the layout)."""
+
+    shape: bool = False
+
+    def validate(self, value: Any) -> Any:
+        """As ``Field.validate``; a ``list`` option holds positive integers (layer widths, block counts), and its
+        range applies to each element."""
+        if self.kind is list and isinstance(value, (list, tuple)):
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise ZooError(f"expected a list of positive integers, got {list(value)!r}")
+            for v in value:
+                self._in_range(v)
+            return list(value)
+        return super().validate(value)
 
     def check(self, value: Any, where: str) -> Any:
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if list in kinds and isinstance(value, (list, tuple)):
-            value = [int(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-            if not all(isinstance(v, int) and v > 0 for v in value):
-                raise ZooError(f"field {where!r}: expected a list of positive integers, got {value!r}")
-            return value
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise ZooError(f"field {where!r}: expected {names}, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            raise ZooError(f"field {where!r}: {allowed_text(value, self.choices)}")
-        return value
+        """The value, normalized, or a ``ZooError`` naming the manifest field ``where``."""
+        try:
+            return self.validate(value)
+        except ZooError as e:
+            raise ZooError(f"field {where!r}: {e}") from None
 
 
 ACTIVATION_OPTION = Option(str, "relu", tuple(sorted(ACTIVATIONS)), doc="hidden-unit activation")
-DROPOUT_OPTION = Option(float, 0.0, doc="dropout probability after each activation")
+DROPOUT_OPTION = Option(float, 0.0, minimum=0.0, maximum=1.0, doc="dropout probability after each activation")
+#: Widest layer an option may declare: beyond it a model is a typo, not a zoo member (and fails its allocation).
+MAX_WIDTH = 65_536
 
 
 @dataclass(frozen=True)
 class ArchDef:
+    """The declaration of a registered architecture; it holds functions, not tensors, so declaring one imports no
+    torch. ``resolve`` turns it into the ``Architecture`` a zoo stores."""
+
     name: str
     options: Mapping[str, Option]
     build: Callable[..., nn.Module]  # build(in_shape, num_classes, **options)
     symmetry: Callable[[Layout, Mapping[str, Any]], tuple[dict, dict]]  # -> (axes, nonlinearity)
     doc: str = ""
+    #: Smallest square input side (pixels) the network takes for given options: below it a conv or pool would get
+    #: an empty input. Declared so that a manifest is refused with a message, not a conv error at plan time.
+    min_side: Callable[[Mapping[str, Any]], int] = lambda options: 1
+    #: The hidden-unit activation of an architecture without an ``activation`` option (ResNets: "relu").
+    activation: str | None = None
 
     def resolve(self, in_shape: tuple[int, int, int], num_classes: int, options: Mapping[str, Any] | None = None,
                 where: str = "architecture") -> Architecture:
+        """Check the options against the declaration (unknown ones, types, choices) and the input side against
+        ``min_side``, filling in defaults; a refusal is a ``ZooError`` naming the field under ``where``."""
         options = dict(options or {})
         unknown = set(options) - set(self.options)
         if unknown:
@@ -76,7 +102,11 @@ class ArchDef:
             raise ZooError(f"field '{where}.{bad}': unknown option of {self.name!r}; "
                            f"{allowed_text(bad, self.options) if self.options else 'it takes no options'}")
         full = {k: opt.check(options.get(k, opt.default), f"{where}.{k}") for k, opt in self.options.items()}
-        return Architecture(self.name, tuple(int(x) for x in in_shape), int(num_classes),
+        side = self.min_side(full)
+        if min(in_shape[1:]) < side:
+            raise ZooError(f"field '{where}.name': {self.name!r} takes inputs of at least {side}x{side} pixels; the "
+                           f"dataset gives {in_shape[1]}x{in_shape[2]} (see dataset.resize / dataset.center_crop)")
+        return Architecture(self.name, (int(in_shape[0]), int(in_shape[1]), int(in_shape[2])), int(num_classes),
                             json.dumps(full, sort_keys=True))
 
 
@@ -91,10 +121,19 @@ class Architecture:
 
     @property
     def options(self) -> dict[str, Any]:
+        """Every option, defaults included; a fresh dict on each call (they are kept as JSON so that an
+        ``Architecture`` stays hashable)."""
         return json.loads(self.options_json)
 
     @property
+    def activation(self) -> str | None:
+        """The hidden-unit activation: the ``activation`` option, else the one the declaration fixes. What it
+        allows beyond permutation (rescaling, sign flips) is the symmetry spec's ``PermGroup.allowed``."""
+        return self.options.get("activation", self.definition.activation)
+
+    @property
     def definition(self) -> ArchDef:
+        """The registered declaration, looked up by name: an ``Architecture`` is a plain value, not a reference."""
         from . import ARCHITECTURES
 
         return ARCHITECTURES.get(self.name)
@@ -111,17 +150,41 @@ class Architecture:
 
     @cached_property
     def layout(self) -> Layout:
-        return Layout.from_module(self.module())
+        """Read off the constructed module; memoized on disk (``cache.py``) so that plans and manifests need no
+        torch."""
+        return Layout.from_dict(cache.remember(self, "layout", lambda: Layout.from_module(self.module()).to_dict()))
+
+    @cached_property
+    def activation_numel(self) -> int:
+        """Floats of every leaf module's output for one image: what a forward keeps per image (memoized)."""
+        return int(cache.remember(self, "activation_numel", self._measure_activations))
+
+    def _measure_activations(self) -> int:
+        import torch
+
+        module = self.module()
+        outputs: list[int] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(
+            out.numel() if isinstance(out, torch.Tensor) else 0)) for m in module.modules() if not list(m.children())]
+        with torch.no_grad():
+            module(torch.zeros(1, *self.in_shape))
+        for h in hooks:
+            h.remove()
+        return sum(outputs)
 
     @cached_property
     def symmetry(self) -> SymmetrySpec:
+        """Which tensor axes permute together and what each hidden unit's nonlinearity allows, checked against the
+        layout."""
         axes, nonlinearity = self.definition.symmetry(self.layout, self.options)
         return SymmetrySpec.build(self.layout, axes, nonlinearity)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in manifests and store attributes; ``from_dict`` reads it back."""
         return {"name": self.name, "in_shape": list(self.in_shape), "num_classes": self.num_classes,
                 "options": self.options}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Architecture:
+        """Inverse of ``to_dict``; trusts its input (options are not checked again)."""
         return cls(d["name"], tuple(d["in_shape"]), int(d["num_classes"]), json.dumps(d["options"], sort_keys=True))

@@ -12,54 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import torch
-from torch import nn
-
 from ..layout import Layout
 from ..symmetry import conv, dense
-from .base import ACTIVATION_OPTION, ACTIVATIONS, DROPOUT_OPTION, ArchDef
-
-
-class ConvNet(nn.Module):
-    def __init__(self, in_shape: Sequence[int], num_classes: int, *, channels: Sequence[int],
-                 kernels: Sequence[int], pools: Sequence[bool], stride: int = 1, padding: int = 0,
-                 hidden: int | None, global_pool: bool, activation: str, dropout: float) -> None:
-        super().__init__()
-        self.pools = list(pools)
-        self.global_pool = global_pool
-        self.act = ACTIVATIONS[activation]()
-        self.convs = []
-        c_in = in_shape[0]
-        for i, (c, k) in enumerate(zip(channels, kernels), start=1):
-            layer = nn.Conv2d(c_in, c, k, stride=stride, padding=padding)
-            setattr(self, f"conv{i}", layer)
-            self.convs.append(f"conv{i}")
-            c_in = c
-        # one dropout module per application (after each conv, and after the hidden dense), so a population
-        # trainer can give each its own random stream
-        self.dropouts = nn.ModuleList(nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-                                      for _ in range(len(self.convs) + (1 if hidden else 0)))
-        with torch.no_grad():
-            features = self._features(torch.zeros(1, *in_shape)).shape[1]
-        if hidden:
-            self.fc1 = nn.Linear(features, hidden)
-            self.fc2 = nn.Linear(hidden, num_classes)
-        else:
-            self.fc = nn.Linear(features, num_classes)
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        for i, (name, pool) in enumerate(zip(self.convs, self.pools)):
-            x = getattr(self, name)(x)
-            if pool:
-                x = nn.functional.max_pool2d(x, 2, 2)
-            x = self.dropouts[i](self.act(x))
-        return x.mean(dim=(2, 3)) if self.global_pool else x.flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._features(x)
-        if hasattr(self, "fc1"):
-            return self.fc2(self.dropouts[-1](self.act(self.fc1(x))))
-        return self.fc(x)
+from .base import ACTIVATION_OPTION, DROPOUT_OPTION, ArchDef
 
 
 def _convnet_symmetry(layout: Layout, pools: Sequence[bool]) -> tuple[dict, dict]:
@@ -86,13 +41,29 @@ def _convnet_symmetry(layout: Layout, pools: Sequence[bool]) -> tuple[dict, dict
 
 def _convnet(name: str, doc: str, default_activation: str, **table: Any) -> ArchDef:
     def build(in_shape, num_classes, activation, dropout):
+        from .modules import ConvNet
+
         return ConvNet(in_shape, num_classes, activation=activation, dropout=dropout, **table)
 
     def symmetry(layout: Layout, options: Mapping[str, Any]):
         return _convnet_symmetry(layout, table["pools"])
 
+    def min_side(options: Mapping[str, Any]) -> int:
+        return next(side for side in range(1, 4097) if _feature_side(side, table) >= 1)
+
     options = {"activation": replace(ACTIVATION_OPTION, default=default_activation), "dropout": DROPOUT_OPTION}
-    return ArchDef(name, options, build, symmetry, doc)
+    return ArchDef(name, options, build, symmetry, doc, min_side)
+
+
+def _feature_side(side: int, table: Mapping[str, Any]) -> int:
+    """Side of the last feature map for a square input (< 1: a layer gets an empty input)."""
+    stride, padding = table.get("stride", 1), table.get("padding", 0)
+    for k, pool in zip(table["kernels"], table["pools"]):
+        side = (side + 2 * padding - k) // stride + 1
+        if side < 1:
+            return side
+        side = side // 2 if pool else side
+    return side
 
 
 CNN_S = _convnet(

@@ -14,61 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import nn
-from torchvision.models.resnet import BasicBlock
 from ..layout import Layout
 from ..symmetry import conv, dense, norm
 from .base import ArchDef, Option
-
-
-class GlobalAvgPool(nn.Module):
-    """``AdaptiveAvgPool2d(1)`` as a mean: the same numbers, and vmap has a batching rule for it (for
-    channels-last inputs ``adaptive_avg_pool2d`` falls back to a per-model loop under vmap)."""
-
-    def forward(self, x):
-        return x.mean(dim=(2, 3), keepdim=True)
-
-
-def build_resnet18(in_shape: Sequence[int], num_classes: int) -> nn.Module:
-    from torchvision.models import resnet18  # imported here: torchvision costs seconds at start-up
-
-    model = resnet18(weights=None, num_classes=num_classes)
-    model.conv1 = nn.Conv2d(in_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-    model.avgpool = GlobalAvgPool()
-    return model
-
-
-class ResNet(nn.Module):
-    """CIFAR-stem ResNet of BasicBlocks with torchvision's module names (conv1, bn1, layerN.M..., fc)."""
-
-    def __init__(self, in_shape: Sequence[int], num_classes: int, *, width: int, blocks: Sequence[int]) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_shape[0], width, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        planes_in = width
-        for stage, n in enumerate(blocks, start=1):
-            planes = width * 2 ** (stage - 1)
-            stride = 1 if stage == 1 else 2
-            layers = []
-            for i in range(n):
-                down = None
-                if i == 0 and (stride != 1 or planes_in != planes):
-                    down = nn.Sequential(nn.Conv2d(planes_in, planes, 1, stride=stride, bias=False),
-                                         nn.BatchNorm2d(planes))
-                layers.append(BasicBlock(planes_in, planes, stride if i == 0 else 1, down))
-                planes_in = planes
-            setattr(self, f"layer{stage}", nn.Sequential(*layers))
-        self.stages = len(blocks)
-        self.avgpool = GlobalAvgPool()
-        self.fc = nn.Linear(planes_in, num_classes)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        for stage in range(1, self.stages + 1):
-            x = getattr(self, f"layer{stage}")(x)
-        return self.fc(self.avgpool(x).flatten(1))
 
 
 def _symmetry(layout: Layout, options: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -100,12 +48,26 @@ def _symmetry(layout: Layout, options: Mapping[str, Any]) -> tuple[dict, dict]:
     return axes, nonlinearity
 
 
+def _build_resnet(in_shape: Sequence[int], num_classes: int, width: int, blocks: Sequence[int]):
+    from .modules import ResNet
+
+    return ResNet(in_shape, num_classes, width=width, blocks=blocks)
+
+
+def _build_resnet18(in_shape: Sequence[int], num_classes: int):
+    from .modules import build_resnet18
+
+    return build_resnet18(in_shape, num_classes)
+
+
 RESNET = ArchDef(
     "resnet",
-    {"width": Option(int, 16, shape=True, doc="channels of the stem and first stage (doubling per stage)"),
-     "blocks": Option(list, [1, 1, 1, 1], shape=True, doc="BasicBlocks per stage")},
-    lambda in_shape, num_classes, width, blocks: ResNet(in_shape, num_classes, width=width, blocks=blocks),
-    _symmetry, "CIFAR-stem ResNet of BasicBlocks at a chosen width and depth (torchvision's names).")
+    {"width": Option(int, 16, positive=True, maximum=4096, shape=True,
+                     doc="channels of the stem and first stage (doubling per stage)"),
+     "blocks": Option(list, [1, 1, 1, 1], maximum=64, shape=True, doc="BasicBlocks per stage")},
+    _build_resnet,
+    _symmetry, "CIFAR-stem ResNet of BasicBlocks at a chosen width and depth (torchvision's names).",
+    activation="relu")
 
-RESNET18 = ArchDef("resnet18", {}, lambda in_shape, num_classes: build_resnet18(in_shape, num_classes),
-                   _symmetry, "torchvision ResNet-18 with the CIFAR stem (3x3 conv1, no max-pool).")
+RESNET18 = ArchDef("resnet18", {}, _build_resnet18,
+                   _symmetry, "torchvision ResNet-18 with the CIFAR stem (3x3 conv1, no max-pool).", activation="relu")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ..errors import ZooError
+
 FORMAT_NAME = "weightzoo"
 #: Version 2 (this library) adds the ``plan_version`` attribute (dropout rates no longer split groups) and the
 #: ``precision`` and ``step_mode`` columns; version 1 stores are read as they are (their plan is version 1).
@@ -66,16 +68,22 @@ def metadata_schema(hparam_columns: dict[str, type]) -> pa.Schema:
     fields = {**ID_COLUMNS, **METRIC_COLUMNS, **RUN_COLUMNS}
     for name, kind in hparam_columns.items():
         if name in fields:
-            raise ValueError(f"hyperparameter column {name!r} collides with a store column")
+            raise ZooError(f"hyperparameter column {name!r} collides with a store column; the store's own columns "
+                           f"are {', '.join(fields)} (rename the architecture option)")
+        if kind not in _PY_TO_ARROW:
+            raise ZooError(f"hyperparameter column {name!r}: type {getattr(kind, '__name__', kind)!r} has no metadata "
+                           f"column type; allowed: {', '.join(k.__name__ for k in _PY_TO_ARROW)}")
         fields[name] = _PY_TO_ARROW[kind]
     return pa.schema([pa.field(k, v) for k, v in fields.items()])
 
 
 def fragment_name(unit_id: int) -> str:
+    """The metadata file of a committed unit (its name is its unit id: listing the directory lists the units)."""
     return f"{FRAGMENT_PREFIX}{unit_id:08d}.parquet"
 
 
 def unit_of_fragment(name: str) -> int | None:
+    """The unit a fragment's file name commits, or None for any other file."""
     if name.startswith(FRAGMENT_PREFIX) and name.endswith(".parquet"):
         try:
             return int(name[len(FRAGMENT_PREFIX):-len(".parquet")])

@@ -6,15 +6,13 @@ import os
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 import zarr
-from torch import nn
 
 from ..architectures import Architecture
 from ..errors import StoreError, StoreNotFoundError, ZooError
@@ -23,14 +21,21 @@ from ..manifest import Manifest
 from ..plan import Plan
 from ..symmetry import SymmetrySpec
 from . import format as fmt
-from .rows import RowReader
+from .rows import RowReader, check_rows
+
+if TYPE_CHECKING:  # state dicts and modules import torch when asked for; reading metadata needs none
+    import torch
+    from torch import nn
+    from zarr.abc.store import Store
 
 
 def is_url(path: str | Path) -> bool:
+    """True for a remote fsspec URL (``s3://``, ``hf://``, ...); ``file://`` URLs and ``Path`` objects are local."""
     return isinstance(path, str) and "://" in path and not path.startswith("file://")
 
 
-def _local_path(path: str | Path) -> Path:
+def local_path(path: str | Path) -> Path:
+    """The local path of a store argument (``file://`` stripped, ``~`` expanded): one spelling for every caller."""
     text = str(path)
     return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
 
@@ -41,13 +46,17 @@ class Zoo:
     ``metadata`` holds one row per committed checkpoint; rows without
     metadata (an unfinished unit) are invisible by construction.
     ``storage_options`` go to fsspec (credentials, ``endpoint_url``, ...).
+    ``verify``: check every row read (``read_rows``, ``state_dict``, ``module``) against the ``crc32``
+    recorded in its metadata and raise a ``StoreError`` naming the model and epoch of a damaged one; off by
+    default, since it costs one checksum per row (``zoo verify`` checks a whole store).
     """
 
     read_only = True
 
-    def __init__(self, path: str | Path, *, storage_options: dict | None = None) -> None:
+    def __init__(self, path: str | Path, *, storage_options: dict | None = None, verify: bool = False) -> None:
         self.url = str(path)
-        self.local = None if is_url(path) else _local_path(path)
+        self.verify = bool(verify)
+        self.local = None if is_url(path) else local_path(path)
         self.storage_options = dict(storage_options or {})
         self._pid = os.getpid()
         self._fs: tuple[fsspec.AbstractFileSystem, str] | None = None
@@ -58,7 +67,7 @@ class Zoo:
                     "such as AWS_ENDPOINT_URL)" if self.local is None else "")
             raise StoreNotFoundError(f"{self.url}: no weightzoo store here ({type(e).__name__}){hint}") from None
         attrs = self.group.attrs.asdict().get(fmt.ATTRS_KEY)
-        if not attrs or attrs.get("format") != fmt.FORMAT_NAME:
+        if not attrs or not isinstance(attrs, dict) or attrs.get("format") != fmt.FORMAT_NAME:
             raise StoreNotFoundError(f"{self.url}: a zarr group, but not a weightzoo store (no '{fmt.ATTRS_KEY}' "
                                      "attribute)")
         if attrs.get("format_version") not in fmt.READABLE_VERSIONS:
@@ -68,9 +77,11 @@ class Zoo:
         self._readers: dict[str, RowReader] = {}
         self._arrays: dict[str, zarr.Array] = {}
         self._metadata: pa.Table | None = None
+        self._checksums: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # --- plumbing ------------------------------------------------------------------
-    def _open_group(self, mode: str) -> zarr.Group:
+    def _open_group(self, mode: Literal["r", "r+"]) -> zarr.Group:
+        store: Store
         if self.local is not None:
             store = zarr.storage.LocalStore(self.local, read_only=mode == "r")
         else:
@@ -108,6 +119,7 @@ class Zoo:
         # derived views (metadata table, expanded manifest and plan, row index) are rebuilt lazily where used:
         # DataLoader workers read rows and need none of them
         state["_metadata"] = None
+        state["_checksums"] = {}
         for name in ("manifest", "plan", "schema", "_row_index"):
             state.pop(name, None)
         return state
@@ -115,14 +127,17 @@ class Zoo:
     # --- description -----------------------------------------------------------------
     @cached_property
     def manifest(self) -> Manifest:
+        """The manifest the store was created from, read from its attributes (the file need not exist)."""
         return Manifest.from_dict(self.attrs["manifest"], source=f"{self.url} (manifest attribute)")
 
     @cached_property
     def plan(self) -> Plan:
+        """The plan under the store's recorded group size and plan version: rows are found where they were written."""
         return Plan(self.manifest, self.attrs["group_size"], self.attrs.get("plan_version", 1))
 
     @property
     def arch_ids(self) -> list[str]:
+        """The store's architecture ids, in the order of its attributes."""
         return list(self.attrs["architectures"])
 
     def _arch_attrs(self, arch_id: str) -> dict[str, Any]:
@@ -133,19 +148,26 @@ class Zoo:
                            ) from None
 
     def architecture(self, arch_id: str) -> Architecture:
+        """The resolved architecture stored for ``arch_id``; an unknown id raises ``ZooError`` listing the store's."""
         return Architecture.from_dict(self._arch_attrs(arch_id)["architecture"])
 
     def layout(self, arch_id: str) -> Layout:
+        """Where each tensor sits in a row of ``arch_id``'s weights, as stored (no torch needed)."""
         return Layout.from_dict(self._arch_attrs(arch_id)["layout"])
 
     def symmetry(self, arch_id: str) -> SymmetrySpec:
+        """The symmetry table stored for ``arch_id``."""
         return SymmetrySpec.from_dict(self._arch_attrs(arch_id)["symmetry"])
 
     def weights(self, arch_id: str) -> zarr.Array:
+        """The raw zarr array of ``arch_id``'s rows; only rows named by ``metadata`` hold a committed checkpoint."""
         self._check_process()
         if arch_id not in self._arrays:
             self._arch_attrs(arch_id)
-            self._arrays[arch_id] = self.group[f"{fmt.WEIGHTS_GROUP}/{arch_id}"]
+            array = self.group[f"{fmt.WEIGHTS_GROUP}/{arch_id}"]
+            if not isinstance(array, zarr.Array):
+                raise StoreError(f"{self.url}: {fmt.WEIGHTS_GROUP}/{arch_id} is a group, not an array")
+            self._arrays[arch_id] = array
         return self._arrays[arch_id]
 
     # --- metadata --------------------------------------------------------------------
@@ -168,12 +190,14 @@ class Zoo:
         for name in parts:
             covered.update(pq.read_table(f"{directory}/{name}", columns=["unit"], filesystem=fs)
                            .column("unit").to_pylist())
-        fragments = [n for n in names if fmt.unit_of_fragment(n) is not None and fmt.unit_of_fragment(n) not in covered]
-        units = covered | {fmt.unit_of_fragment(n) for n in fragments}
+        fragment_units = {n: u for n in names if (u := fmt.unit_of_fragment(n)) is not None and u not in covered}
+        fragments = list(fragment_units)
+        units = covered | set(fragment_units.values())
         return [f"{directory}/{n}" for n in parts + fragments], units
 
     @cached_property
     def schema(self) -> pa.Schema:
+        """The Arrow schema every metadata file of this zoo has (fixed columns, then its hyperparameter columns)."""
         return fmt.metadata_schema(self.manifest.hparam_columns())
 
     def refresh(self) -> None:
@@ -182,6 +206,7 @@ class Zoo:
         for reader in self._readers.values():
             reader.close()
         self.__dict__.pop("_row_index", None)
+        self._checksums.clear()
 
     @property
     def metadata(self) -> pa.Table:
@@ -211,28 +236,56 @@ class Zoo:
         """(arch_id, row) of a committed checkpoint."""
         try:
             return self._row_index[(int(model_id), int(epoch))]
-        except KeyError:
+        except (KeyError, TypeError, ValueError):  # no such checkpoint, or not integers
             raise ZooError(f"{self.url}: no committed checkpoint for model {model_id} at epoch {epoch}") from None
 
     # --- weights ---------------------------------------------------------------------
     def reader(self, arch_id: str) -> RowReader:
+        """The cached shard reader of ``arch_id``; reopened in a forked worker for a remote store."""
         self._check_process()
         if arch_id not in self._readers:
             self._readers[arch_id] = RowReader(self.weights(arch_id), self.local,
                                                remote=self.fs if self.local is None else None)
         return self._readers[arch_id]
 
-    def read_rows(self, arch_id: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Rows of ``weights/<arch_id>`` in the order given, as one (n, row_length) float32 array."""
-        return self.reader(arch_id).read(rows)
+    def read_rows(self, arch_id: str, rows: Sequence[int] | np.ndarray, *, verify: bool | None = None
+                  ) -> np.ndarray:
+        """Rows of ``weights/<arch_id>`` in the order given, as one (n, row_length) float32 array.
+        ``verify`` (default: the zoo's) checks each committed row against its recorded checksum."""
+        values = self.reader(arch_id).read(rows)
+        if self.verify if verify is None else verify:
+            self.check_rows(arch_id, rows, values)
+        return values
+
+    def check_rows(self, arch_id: str, rows: Sequence[int] | np.ndarray, values: np.ndarray) -> None:
+        """Raise a ``StoreError`` naming the model and epoch of the first of ``rows`` whose ``values`` differ
+        from its recorded checksum (rows of no committed checkpoint have none and pass)."""
+        if arch_id not in self._checksums:
+            m = self.metadata
+            n = self.reader(arch_id).rows
+            crc, model, epoch = np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+            mine = np.asarray([a == arch_id for a in m.column("arch").to_pylist()], dtype=bool)
+            at = np.asarray(m.column("row").to_pylist(), dtype=np.int64)[mine]
+            for target, column in ((crc, "crc32"), (model, "model_id"), (epoch, "epoch")):
+                target[at] = np.asarray(m.column(column).to_pylist(), dtype=np.int64)[mine]
+            self._checksums[arch_id] = crc, model, epoch
+        crc, model, epoch = self._checksums[arch_id]
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        check_rows(values, crc[rows], lambda i: f"model {model[rows[i]]} epoch {epoch[rows[i]]} ({arch_id} row "
+                                                f"{rows[i]})", self.url)
 
     def state_dict(self, model_id: int, epoch: int) -> dict[str, torch.Tensor]:
+        """The checkpoint as PyTorch's ``state_dict`` (fresh tensors; BatchNorm's counter is not stored)."""
+        import torch
+
         arch_id, row = self.locate(model_id, epoch)
         flat = torch.from_numpy(self.read_rows(arch_id, [row])[0])
         return {k: v.clone() for k, v in self.layout(arch_id).unflatten(flat).items()}
 
     def module(self, model_id: int, epoch: int) -> nn.Module:
         """The model's ``nn.Module`` with the checkpoint's weights, in eval mode."""
+        import torch
+
         arch_id, row = self.locate(model_id, epoch)
         spec = self.manifest.models[int(model_id)]
         module = spec.architecture.module()
@@ -241,6 +294,8 @@ class Zoo:
 
     # --- summaries --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """Build progress (``zoo status``): units and checkpoints done against planned, overall and per
+        architecture; ``complete`` once every unit is committed."""
         done = self.done_units()
         units = self.plan.units
         per_arch: dict[str, list[int]] = {}
@@ -255,10 +310,13 @@ class Zoo:
                 "complete": len(done) >= len(units)}
 
     def nbytes(self) -> int:
+        """Bytes the whole store occupies; it lists every file, so it is slow on a large remote store."""
         fs, root = self.fs
         return int(fs.du(root, total=True))
 
     def info(self) -> dict[str, Any]:
+        """The summary ``zoo info`` prints: counts, architectures, checkpoint statuses, bytes and accuracy ranges
+        (NaN accuracies left out; ``None`` where no checkpoint has one)."""
         m = self.metadata
         statuses = m.column("status").to_pylist()
         info = {
@@ -287,6 +345,7 @@ class Zoo:
         return info
 
 
-def open_zoo(path: str | Path, *, storage_options: dict | None = None) -> Zoo:
-    """Open a store read-only, from a local path or an fsspec URL (``s3://``, ``hf://``, ...)."""
-    return Zoo(path, storage_options=storage_options)
+def open_zoo(path: str | Path, *, storage_options: dict | None = None, verify: bool = False) -> Zoo:
+    """Open a store read-only, from a local path or an fsspec URL (``s3://``, ``hf://``, ...); ``verify=True``
+    checks every row read against its recorded checksum (a ``StoreError`` naming the model and epoch)."""
+    return Zoo(path, storage_options=storage_options, verify=verify)

@@ -30,11 +30,16 @@ from __future__ import annotations
 import mmap
 import os
 import resource
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
 import zarr
+
+from ..errors import StoreError
 
 EMPTY = np.uint64(2**64 - 1)
 INDEX_CHECKSUM_BYTES = 4  # crc32c appended to the shard index by zarr's default index codecs
@@ -42,7 +47,7 @@ INDEX_CHECKSUM_BYTES = 4  # crc32c appended to the shard index by zarr's default
 
 def fast_path_ok(array: zarr.Array) -> bool:
     """True when the array is exactly the layout the direct reader understands."""
-    meta = array.metadata.to_dict()
+    meta: dict[str, Any] = array.metadata.to_dict()  # JSON of zarr's metadata, inspected key by key
     codecs = meta.get("codecs", [])
     if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
         return False
@@ -121,6 +126,7 @@ class RowReader:
 
     def _shard_path(self, shard: int) -> Path:
         key = self.array.metadata.encode_chunk_key((shard, 0))
+        assert self.root is not None, "shard files are read only on the direct path (a local store)"
         return self.root / self.array.path / key
 
     def _check_index(self, shard: int, index: np.ndarray, data_bytes: int, where: object) -> None:
@@ -128,7 +134,8 @@ class RowReader:
         empty = offsets == EMPTY
         if ((nbytes != self.width * 4) & ~empty).any() or (offsets[~empty] % 4).any() \
                 or (offsets[~empty] + nbytes[~empty] > data_bytes).any():
-            raise OSError(f"shard {where}: unexpected inner chunk layout")
+            raise StoreError(f"shard {where}: damaged index (inner chunks of {self.width * 4} bytes inside "
+                             f"the file expected); run `zoo verify` on the store")
         self._offsets[shard] = np.where(empty, ABSENT, offsets.astype(np.int64) // 4)
 
     def _load(self, shard: int) -> None:
@@ -141,11 +148,13 @@ class RowReader:
         except FileNotFoundError:
             self._offsets[shard] = ABSENT
             return
+        except OSError as e:
+            raise StoreError(f"shard {path}: cannot open ({e.strerror})") from None
         try:
             size = os.fstat(fd).st_size
             n_index = self.shard_rows * 16 + INDEX_CHECKSUM_BYTES
             if size < n_index:
-                raise OSError(f"shard {path} is truncated ({size} bytes)")
+                raise StoreError(f"shard {path} is truncated ({size} bytes; its index alone takes {n_index})")
             mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
@@ -153,17 +162,17 @@ class RowReader:
                               offset=size - n_index).reshape(self.shard_rows, 2).copy()
         try:
             self._check_index(shard, index, size - n_index, path)
-        except OSError:
+        except StoreError:
             mm.close()
             raise
         self._maps[shard] = mm
         self._arrays[shard] = np.frombuffer(mm, dtype="<f4", count=(size - n_index) // 4)
 
-    def read(self, rows: np.ndarray | list[int], out: np.ndarray | None = None) -> np.ndarray:
+    def read(self, rows: np.ndarray | Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
         """Rows in the order asked (repeats allowed) as a (len(rows), width) float32 array."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= self.rows):
-            raise IndexError(f"rows must lie in [0, {self.rows}); got {rows.min()}..{rows.max()}")
+            raise StoreError(f"{self.array.path}: rows must lie in [0, {self.rows}); got {rows.min()}..{rows.max()}")
         if out is None:
             out = np.empty((rows.size, self.width), dtype=np.float32)
         if not rows.size:
@@ -172,7 +181,11 @@ class RowReader:
             return self._read_remote(rows, out)
         if not self.direct:
             uniq, inverse = np.unique(rows, return_inverse=True)
-            block = self.array.get_orthogonal_selection((uniq, slice(None)))
+            try:
+                block = self.array.get_orthogonal_selection((uniq, slice(None)))
+            except Exception as e:  # zarr reports a damaged shard (bad index checksum, short file) in many types
+                raise StoreError(f"{self.array.path}: cannot read rows {uniq[0]}..{uniq[-1]} ({type(e).__name__}: "
+                                 f"{e}); run `zoo verify` on the store") from e
             return np.take(block, inverse, axis=0, out=out)
         shards, slots = np.divmod(rows, self.shard_rows)
         offsets = self._offsets[shards, slots]
@@ -207,14 +220,18 @@ class RowReader:
         return out
 
     # --- remote stores: byte ranges of shard objects ------------------------------------------------
+    def _remote_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        assert self.remote is not None, "ranged reads are only for a remote store of the direct layout"
+        return self.remote
+
     def _remote_path(self, shard: int) -> str:
-        fs, root = self.remote
+        fs, root = self._remote_fs()
         return f"{root}/{self.array.path}/{self.array.metadata.encode_chunk_key((shard, 0))}"
 
     def _load_remote(self, shards: list[int], whole: bool) -> dict[int, bytes]:
         """Fetch the indexes of ``shards`` concurrently: the last bytes of each object, or (``whole``) each
         object entirely, returned as shard -> bytes so that its rows need no second request."""
-        fs, _ = self.remote
+        fs, _ = self._remote_fs()
         n_index = self.shard_rows * 16 + INDEX_CHECKSUM_BYTES
         paths = [self._remote_path(s) for s in shards]
         starts = [0 if whole else -n_index] * len(paths)  # "bytes=0-" asks for no size first, unlike a plain GET
@@ -225,9 +242,9 @@ class RowReader:
                 self._offsets[shard] = ABSENT
                 continue
             if isinstance(blob, BaseException):
-                raise blob
+                raise StoreError(f"shard {path}: cannot read ({type(blob).__name__}: {blob})") from blob
             if len(blob) < n_index or (not whole and len(blob) != n_index):
-                raise OSError(f"shard {path}: truncated ({len(blob)} bytes, expected an index of {n_index})")
+                raise StoreError(f"shard {path}: truncated ({len(blob)} bytes, expected an index of {n_index})")
             index = np.frombuffer(blob, dtype="<u8", count=self.shard_rows * 2,
                                   offset=len(blob) - n_index).reshape(self.shard_rows, 2)
             # from an index alone the data section's size is unknown: the range reads check it instead
@@ -268,13 +285,40 @@ class RowReader:
             paths = [self._remote_path(int(shards[order[r[0]]])) for r in runs]
             lo = [int(starts[r[0]]) for r in runs]
             hi = [int(starts[r[-1]]) + row_bytes for r in runs]
-            fs, _ = self.remote
-            blobs = fs.cat_ranges(paths, lo, hi, on_error="raise")  # one concurrent batch of requests
+            fs, _ = self._remote_fs()
+            blobs = fs.cat_ranges(paths, lo, hi, on_error="return")  # one concurrent batch of requests
             for r, path, a, b, blob in zip(runs, paths, lo, hi, blobs):
+                if isinstance(blob, BaseException):
+                    raise StoreError(f"shard {path}: cannot read bytes {a}..{b} ({type(blob).__name__}: {blob})"
+                                     ) from blob
                 if len(blob) != b - a:
-                    raise OSError(f"shard {path}: {len(blob)} bytes at {a}, expected {b - a} (truncated?)")
+                    raise StoreError(f"shard {path}: {len(blob)} bytes at {a}, expected {b - a} (truncated?)")
                 data = np.frombuffer(blob, dtype="<f4")
                 for k in r:
                     o = (int(starts[k]) - a) // 4
                     block[order[k]] = data[o:o + self.width]
         return np.take(block, inverse, axis=0, out=out)
+
+
+# --- checksums on read ----------------------------------------------------------------------------------
+def row_checksums(rows: np.ndarray) -> np.ndarray:
+    """``zlib.crc32`` of each row's little-endian float32 bytes (the metadata's ``crc32`` column), as int64."""
+    rows = np.ascontiguousarray(rows, dtype="<f4").reshape(len(rows), -1)
+    return np.fromiter((zlib.crc32(r.data) for r in rows), dtype=np.int64, count=len(rows))
+
+
+def check_rows(values: np.ndarray, expected: np.ndarray, describe: Callable[[int], str], where: str) -> None:
+    """Raise a ``StoreError`` naming the first row of ``values`` whose checksum differs from ``expected``
+    (negative entries: a row without a recorded checksum, not checked). ``describe(i)`` names row ``i``
+    (model, epoch, array row); ``where`` names the store."""
+    expected = np.asarray(expected, dtype=np.int64)
+    checked = np.flatnonzero(expected >= 0)
+    if not checked.size:
+        return
+    got = row_checksums(values[checked])
+    bad = np.flatnonzero(got != expected[checked])
+    if bad.size:
+        i = int(checked[bad[0]])
+        raise StoreError(f"{where}: {describe(i)}: checksum {int(got[bad[0]])} != recorded {int(expected[i])}; the "
+                         f"stored weights are damaged ({bad.size} of {checked.size} rows read); run `zoo verify` on "
+                         "the store")

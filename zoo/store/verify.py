@@ -14,11 +14,13 @@ import numpy as np
 
 from . import format as fmt
 from .reader import Zoo, open_zoo
-from .writer import row_checksums
+from .rows import row_checksums
 
 
 @dataclass
 class Damage:
+    """One damaged checkpoint: where it is and why (a checksum mismatch, an unreadable shard, a bad row)."""
+
     model_id: int
     epoch: int
     arch: str
@@ -31,6 +33,8 @@ class Damage:
 
 @dataclass
 class VerifyReport:
+    """What ``verify`` found: damaged checkpoints, store-wide problems, and notes that are not damage."""
+
     store: str
     checked: int = 0
     damaged: list[Damage] = field(default_factory=list)
@@ -39,14 +43,18 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when nothing is damaged (notes, such as unfinished units, are not damage)."""
         return not self.damaged and not self.problems
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data (``zoo verify --json``)."""
         return {"store": self.store, "ok": self.ok, "checked": self.checked,
                 "damaged": [d.__dict__ for d in self.damaged], "problems": self.problems, "notes": self.notes}
 
 
 def verify(store: str | Zoo) -> VerifyReport:
+    """Check every committed checkpoint of a store against its recorded checksum and its planned row.
+    (``zoo.open(path, verify=True)`` checks the rows a program reads, as it reads them.)"""
     zoo = store if isinstance(store, Zoo) else open_zoo(store)
     zoo.refresh()
     report = VerifyReport(zoo.url)
@@ -78,16 +86,16 @@ def verify(store: str | Zoo) -> VerifyReport:
 
     for (arch, shard), idx in sorted(by_shard.items()):
         array = zoo.weights(arch)
+        reason = ""
         try:
-            block = np.asarray(array[shard * g:(shard + 1) * g])
-            reasons = None
+            block: np.ndarray | None = np.asarray(array[shard * g:(shard + 1) * g])
         except Exception as e:  # a corrupt shard index or truncated file: every row in it is damaged
-            block, reasons = None, f"shard unreadable ({type(e).__name__}: {e})"
+            block, reason = None, f"shard unreadable ({type(e).__name__}: {e})"
         for i in idx:
             mid, ep, row = columns["model_id"][i], columns["epoch"][i], columns["row"][i]
             report.checked += 1
             if block is None:
-                report.damaged.append(Damage(mid, ep, arch, row, reasons))
+                report.damaged.append(Damage(mid, ep, arch, row, reason))
                 continue
             crc = row_checksums(block[row - shard * g][None])[0]
             if crc != columns["crc32"][i]:

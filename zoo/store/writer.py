@@ -12,33 +12,32 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 import uuid
-import zlib
 from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 import zarr
+import zarr.codecs
 
 from .. import __version__
 from ..errors import StoreError, ZooError
 from ..manifest import Manifest
 from ..plan import Plan, Unit
 from . import format as fmt
-from .reader import Zoo, _local_path, is_url
+from .reader import Zoo, is_url, local_path
+from .rows import row_checksums
+
+if TYPE_CHECKING:
+    import torch
 
 CODECS = {"zstd": lambda: zarr.codecs.ZstdCodec(level=3), "blosc": lambda: zarr.codecs.BloscCodec()}
-
-
-def row_checksums(rows: np.ndarray) -> list[int]:
-    """zlib.crc32 of each row's little-endian float32 bytes."""
-    rows = np.ascontiguousarray(rows, dtype="<f4")
-    return [zlib.crc32(r.tobytes()) for r in rows]
 
 
 def _fsync(path: Path) -> None:
@@ -66,7 +65,7 @@ class ZooWriter(Zoo):
         A record gives the checkpoint's metrics and provenance (see ``format.METRIC_COLUMNS`` and
         ``RUN_COLUMNS``) and ``status``; ids, row, checksum and hyperparameters are filled in here.
         """
-        if isinstance(weights, torch.Tensor):
+        if not isinstance(weights, np.ndarray):  # a torch tensor (torch is not imported to ask)
             weights = weights.detach().cpu().numpy()
         weights = np.ascontiguousarray(weights, dtype="<f4")
         layout_size = self.attrs["architectures"][unit.arch_id]["layout"]["size"]
@@ -108,12 +107,12 @@ class ZooWriter(Zoo):
         n = len(unit.model_ids)
         columns: dict[str, list] = {name: [None] * n for name in schema.names}
         fixed = {"epoch": unit.epoch, "arch": unit.arch_id, "unit": unit.unit_id, "group": unit.group,
-                 "weightzoo_version": __version__, "torch_version": torch.__version__}
+                 "weightzoo_version": __version__, "torch_version": _torch_version()}
         for name, value in fixed.items():
             columns[name] = [value] * n
         columns["model_id"] = list(unit.model_ids)
         columns["row"] = [unit.row_start + slot for slot in range(n)]
-        columns["crc32"] = row_checksums(weights)
+        columns["crc32"] = row_checksums(weights).tolist()
         columns["status"] = [rec.get("status", "ok") for rec in records]
         for slot, (model_id, rec) in enumerate(zip(unit.model_ids, records)):
             for k, v in rec.items():
@@ -173,7 +172,7 @@ class ZooWriter(Zoo):
         return len(tmp)
 
 
-def store_attributes(manifest: Manifest, plan: Plan, compressor: str | None) -> dict[str, Any]:
+def _store_attributes(manifest: Manifest, plan: Plan, compressor: str | None) -> dict[str, Any]:
     archs = {}
     for arch_id, arch in manifest.architectures.items():
         archs[arch_id] = {"architecture": arch.to_dict(), "layout": arch.layout.to_dict(),
@@ -223,7 +222,7 @@ def create(path: str | Path, manifest: Manifest, *, group_size: int | None = Non
         _create_arrays(existing.group, existing.attrs)  # a creator that died between group and arrays
         return existing
     if not is_url(path):
-        local = _local_path(path)
+        local = local_path(path)
         if local.exists() and (not local.is_dir() or any(local.iterdir())):
             raise StoreError(f"{path}: exists and is not a weightzoo store; choose a new output path")
     else:
@@ -234,9 +233,9 @@ def create(path: str | Path, manifest: Manifest, *, group_size: int | None = Non
             occupied = False  # a missing bucket or an unlistable prefix: creating below names the problem
         if occupied:
             raise StoreError(f"{path}: exists and is not a weightzoo store; choose a new output path")
-    attrs = {**store_attributes(manifest, plan, compressor), **(extra_attrs or {})}
+    attrs = {**_store_attributes(manifest, plan, compressor), **(extra_attrs or {})}
     try:
-        store = (zarr.storage.LocalStore(_local_path(path)) if not is_url(path) else
+        store = (zarr.storage.LocalStore(local_path(path)) if not is_url(path) else
                  zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}))
         group = zarr.open_group(store, mode="w-", attributes={fmt.ATTRS_KEY: attrs})
         _create_arrays(group, attrs)
@@ -257,3 +256,14 @@ def _create_arrays(group: zarr.Group, attrs: dict[str, Any]) -> None:
                              chunks=(1, width), shards=(attrs["group_size"], width), fill_value=0.0,
                              compressors=CODECS[compressor]() if compressor else None,
                              dimension_names=("row", "param"), attributes={"layout": arch_attrs["layout"]})
+
+
+def _torch_version() -> str:
+    """torch's version without importing it (a store written from numpy rows never needs torch)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return str(torch.__version__)
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"

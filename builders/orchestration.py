@@ -24,20 +24,21 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from zoo.data import ImageData, load_image_data
+from builders.data import ImageData, load_image_data
 from zoo.errors import StoreError, ZooError
 from zoo.manifest import Manifest, load_manifest
-from zoo.plan import Group, Unit
+from zoo.plan import Group, Plan, Unit
 from zoo.store import ZooWriter, create
 
 from . import sizing
+from .devices import device_name, resolve_device
 from .population import Population
 from .step import deterministic
 
@@ -45,21 +46,8 @@ STATE_DIR = ".build"
 COMPILE_OVERRIDES = ("on", "off")
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ZooError(f"device {device!r}: CUDA is not available on this machine; use --device cpu or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ZooError(f"device {device!r}; allowed: auto, cpu, cuda, cuda:N")
-    return torch.device(device)
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
 def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` as ``(i, n)`` for ``build(shard=...)``; anything but 0 <= I < N is a ZooError."""
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
@@ -69,15 +57,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def check_population(population: int | None) -> None:
-    if population is not None and (not isinstance(population, int) or isinstance(population, bool)
-                                   or population < 1):
-        raise ZooError(f"population {population!r}: expected a positive number of models (whole groups are "
-                       "trained together: at least one group)")
-
-
 @dataclass
 class BuildReport:
+    """What one ``build`` or ``build_groups`` call did; units and model-epochs count this call's work only."""
+
     store: str
     units_written: int = 0
     units_skipped: int = 0
@@ -90,10 +73,11 @@ class BuildReport:
 
     @property
     def model_epochs_per_s(self) -> float:
+        """Training throughput of this call (0.0 when nothing was timed)."""
         return self.model_epochs / self.seconds if self.seconds else 0.0
 
 
-class _States:
+class GroupStates:
     """Per-group training state beside a local store or under a store URL, each file written whole."""
 
     def __init__(self, writer: ZooWriter) -> None:
@@ -101,11 +85,12 @@ class _States:
         self.local = writer.local
         self.dir = f"{root}/{STATE_DIR}"
 
-    def path(self, group: int) -> str:
+    def _path(self, group: int) -> str:
         return f"{self.dir}/group-{group:06d}.pt"
 
     def load(self, group: int) -> dict | None:
-        path = self.path(group)
+        """The saved state of ``group`` on the CPU, or None; read with ``weights_only``, so a file cannot run code."""
+        path = self._path(group)
         try:
             with self.fs.open(path, "rb") as f:
                 data = f.read()
@@ -114,7 +99,8 @@ class _States:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
     def save(self, group: int, state: dict) -> None:
-        path = self.path(group)
+        """Replace the state of ``group`` whole (a rename locally, one PUT on an object store): never half-written."""
+        path = self._path(group)
         if self.local is not None:  # a temporary name, then an atomic rename
             Path(self.dir).mkdir(exist_ok=True)
             tmp = Path(self.dir) / f".tmp-{uuid.uuid4().hex}-{Path(path).name}"
@@ -127,8 +113,9 @@ class _States:
             f.write(buffer.getvalue())
 
     def drop(self, group: int) -> None:
+        """Delete the state of a group that has finished training; no state is no error."""
         try:
-            self.fs.rm(self.path(group))
+            self.fs.rm(self._path(group))
         except FileNotFoundError:
             pass
 
@@ -153,19 +140,20 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
     ``population``: models trained as one computation (default: chosen for the device, ``sizing.py``).
     ``compile``: ``"on"`` or ``"off"`` overrides the manifest's ``training.compile``. ``out`` may be an fsspec
     URL (``s3://...``; ``storage_options`` go to fsspec)."""
-    if not isinstance(manifest, Manifest):
-        manifest = load_manifest(manifest)
+    manifest = _as_manifest(manifest, out)
     _check_options(population, compile)
     dev = resolve_device(device)
+    datasets: dict = {}
+    if data is None:  # a missing or unreadable dataset is refused here, before the store is created
+        _dataset(manifest, manifest.models[0], dev, datasets, None)
     writer = create(out, manifest, group_size=group_size, storage_options=storage_options)
     plan = writer.plan
     groups = plan.shard(*shard)
     done = writer.done_units()
-    units_of = _units_of(plan)
-    report = BuildReport(writer.url)
-    pending = [g for g in groups if any(u.unit_id not in done for u in units_of[g.group])]
+    units_of = plan.units_of
+    pending, skipped = _pending(plan, groups, done)
+    report = BuildReport(writer.url, units_skipped=skipped)
     _check_resumable(writer, pending)
-    report.units_skipped = sum(u.unit_id in done for g in groups for u in units_of[g.group])
     epochs = manifest.training["epochs"]
     total = sum(len(g.model_ids) for g in groups) * epochs
     finished = total - sum(len(g.model_ids) for g in pending) * epochs
@@ -174,13 +162,13 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
     start = time.perf_counter()
     try:
         with _flush_denormals(dev):
-            _train_groups(writer, pending, units_of, done, dev, population, compile, {}, data, bar, report,
+            _train_groups(writer, pending, units_of, done, dev, population, compile, datasets, data, bar, report,
                           after_unit)
     finally:
         bar.close()
     writer.refresh()
     if len(writer.done_units()) == len(plan.units):
-        _States(writer).remove_all()
+        GroupStates(writer).remove_all()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -197,10 +185,7 @@ def build_groups(manifest: Manifest | dict | str | Path, out: str | Path, groups
     calls, so a worker process loads each dataset once; ``bar`` receives ``update(model_epochs)``;
     ``storage_options`` go to fsspec for a store URL, as in ``build``.
     """
-    if isinstance(manifest, dict):
-        manifest = Manifest.from_dict(manifest, source=f"{out} (build task)")
-    elif not isinstance(manifest, Manifest):
-        manifest = load_manifest(manifest)
+    manifest = _as_manifest(manifest, out)
     _check_options(population, compile)
     dev = resolve_device(device)
     writer = ZooWriter(out, storage_options=storage_options)
@@ -211,11 +196,10 @@ def build_groups(manifest: Manifest | dict | str | Path, out: str | Path, groups
     for group in groups:
         if not (isinstance(group, int) and 0 <= group < len(plan.groups)):
             raise ZooError(f"group {group!r}: the plan of {out} has groups 0..{len(plan.groups) - 1}")
-    units_of = _units_of(plan)
+    units_of = plan.units_of
     done = writer.done_units()
-    chosen = [plan.groups[g] for g in groups]
-    pending = [g for g in chosen if any(u.unit_id not in done for u in units_of[g.group])]
-    report = BuildReport(writer.url, units_skipped=sum(u.unit_id in done for g in chosen for u in units_of[g.group]))
+    pending, skipped = _pending(plan, [plan.groups[g] for g in groups], done)
+    report = BuildReport(writer.url, units_skipped=skipped)
     if not pending:
         return report
     _check_resumable(writer, pending)
@@ -234,15 +218,22 @@ def build_group(manifest, out, group: int, **kwargs) -> BuildReport:
 
 
 # --- the work ------------------------------------------------------------------------------------------------
-def _units_of(plan) -> dict[int, list[Unit]]:
-    units: dict[int, list[Unit]] = {}
-    for u in plan.units:
-        units.setdefault(u.group, []).append(u)
-    return units
+def _as_manifest(manifest: Manifest | dict | str | Path, out: str | Path) -> Manifest:
+    if isinstance(manifest, Manifest):
+        return manifest
+    if isinstance(manifest, dict):  # a distributed task receives the manifest as its dict
+        return Manifest.from_dict(manifest, source=f"{out} (build task)")
+    return load_manifest(manifest)
+
+
+def _pending(plan: Plan, groups: Sequence[Group], done: set[int]) -> tuple[list[Group], int]:
+    """(groups with an uncommitted unit, committed units among ``groups``): what a run trains and skips."""
+    pending = [g for g in groups if any(u.unit_id not in done for u in plan.units_of[g.group])]
+    return pending, sum(u.unit_id in done for g in groups for u in plan.units_of[g.group])
 
 
 def _check_options(population: int | None, compile: str | None) -> None:
-    check_population(population)
+    sizing.check_population(population)
     if compile is not None and compile not in COMPILE_OVERRIDES:
         raise ZooError(f"compile {compile!r}; allowed: on, off (or None: the manifest's training.compile)")
 
@@ -291,7 +282,7 @@ def _dataset(manifest: Manifest, spec, dev: torch.device, datasets: dict, data: 
     return datasets[key]
 
 
-def _usable_state(state: dict | None, group: Group, units: list[Unit], done: set[int]) -> dict | None:
+def _usable_state(state: dict | None, group: Group, units: Sequence[Unit], done: set[int]) -> dict | None:
     """A saved state resumes a group when it is this group's and every unit before its epoch is committed."""
     if state is None or list(state.get("model_ids", ())) != list(group.model_ids):
         return None
@@ -300,15 +291,16 @@ def _usable_state(state: dict | None, group: Group, units: list[Unit], done: set
     return None
 
 
-def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: dict[int, list[Unit]], done: set[int],
+def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: Mapping[int, Sequence[Unit]], done: set[int],
                   dev: torch.device, population: int | None, compile: str | None, datasets: dict,
                   data: ImageData | None, bar, report: BuildReport, after_unit) -> None:
     manifest = writer.manifest
-    states = _States(writer)
+    states = GroupStates(writer)
     resume = {g.group: _usable_state(states.load(g.group), g, units_of[g.group], done) for g in groups}
     by_start: dict[int, list[Group]] = {}
     for g in groups:
-        by_start.setdefault(resume[g.group]["epoch"] if resume[g.group] else 0, []).append(g)
+        state = resume[g.group]
+        by_start.setdefault(state["epoch"] if state else 0, []).append(g)
     sizes: dict[str, int] = {}
 
     def size_of(spec) -> int:
@@ -333,9 +325,9 @@ def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: dict[int
                                   bar, accs, report, after_unit)
 
 
-def _train_population(writer: ZooWriter, members: list[Group], units_of: dict[int, list[Unit]], done: set[int],
+def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping[int, Sequence[Unit]], done: set[int],
                       dev: torch.device, compile: str | None, datasets: dict, data: ImageData | None,
-                      states: _States, resume: dict, bar, accs: dict[int, float], report: BuildReport,
+                      states: GroupStates, resume: dict, bar, accs: dict[int, float], report: BuildReport,
                       after_unit) -> None:
     manifest = writer.manifest
     specs = [manifest.models[i] for g in members for i in g.model_ids]
@@ -371,7 +363,7 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: dict[in
         rows = pop.rows()
         for rec in records:
             rec.update(precision=pop.precision, step_mode=pop.step_mode)
-        for g, unit, (lo, hi) in pending:
+        for _group, unit, (lo, hi) in pending:
             writer.write_unit(unit, rows[lo:hi], records[lo:hi])
             report.units_written += 1
             for spec, rec in zip(specs[lo:hi], records[lo:hi]):

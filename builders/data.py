@@ -30,8 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import dataset_info
-from .errors import ZooError
+from zoo.datasets import dataset_info
+from zoo.errors import ZooError
+from zoo.manifest import SECTIONS
 
 #: ITU-R 601-2 luma weights, as PIL's ``convert("L")`` (we keep the float result, PIL rounds to uint8).
 LUMA = (0.299, 0.587, 0.114)
@@ -45,10 +46,13 @@ DIGITS_TEST_FRACTION = 0.2
 
 @dataclass(frozen=True)
 class Split:
+    """One split as two aligned tensors, ready to index batches from (no per-item loading)."""
+
     x: torch.Tensor  # (N, C, H, W) float32, preprocessed and normalized
     y: torch.Tensor  # (N,) int64
 
     def to(self, device) -> Split:
+        """A copy on ``device`` (the same object's tensors when they are already there)."""
         return Split(self.x.to(device), self.y.to(device))
 
     def __len__(self) -> int:
@@ -57,6 +61,8 @@ class Split:
 
 @dataclass(frozen=True)
 class ImageData:
+    """A dataset's splits, preprocessed on one device, with the per-channel statistics they were normalized by."""
+
     train: Split
     val: Split | None  # None when val_size is 0 or None
     test: Split
@@ -65,6 +71,7 @@ class ImageData:
     std: tuple[float, ...]  # per channel, divided by (1 when normalize is false)
 
     def to(self, device) -> ImageData:
+        """Every split moved to ``device``; the class count and statistics are unchanged."""
         return dataclasses.replace(self, train=self.train.to(device), test=self.test.to(device),
                                    val=self.val.to(device) if self.val is not None else None)
 
@@ -245,8 +252,6 @@ def load_image_data(dataset: Mapping[str, Any], *, device="cpu", train_fraction:
     given) come from the train split after the val hold-out and *before* ``train_fraction``, so every
     model of a zoo sees identically normalized inputs whatever fraction it trains on.
     """
-    from .manifest import SECTIONS  # lazy: manifest imports the registries this module uses
-
     cfg = {key: spec.default for key, spec in SECTIONS["dataset"].items()} | dict(dataset)
     info = dataset_info(cfg["name"])
     device = torch.device(device)
