@@ -188,8 +188,7 @@ class Zoo:
         parts = [n for n in names if n.startswith(fmt.PART_PREFIX) and n.endswith(".parquet")]
         covered: set[int] = set()
         for name in parts:
-            covered.update(pq.read_table(f"{directory}/{name}", columns=["unit"], filesystem=fs)
-                           .column("unit").to_pylist())
+            covered.update(_read_parquet(fs, f"{directory}/{name}", columns=["unit"]).column("unit").to_pylist())
         fragment_units = {n: u for n in names if (u := fmt.unit_of_fragment(n)) is not None and u not in covered}
         fragments = list(fragment_units)
         units = covered | set(fragment_units.values())
@@ -214,7 +213,7 @@ class Zoo:
         if self._metadata is None:
             fs, _ = self.fs
             schema = self.schema
-            tables = [pq.read_table(f, filesystem=fs, schema=schema) for f in self.metadata_files()]
+            tables = [_conform(_read_parquet(fs, f), schema) for f in self.metadata_files()]
             table = pa.concat_tables(tables) if tables else schema.empty_table()
             self._metadata = table.sort_by([("model_id", "ascending"), ("epoch", "ascending")])
         return self._metadata
@@ -349,3 +348,17 @@ def open_zoo(path: str | Path, *, storage_options: dict | None = None, verify: b
     """Open a store read-only, from a local path or an fsspec URL (``s3://``, ``hf://``, ...); ``verify=True``
     checks every row read against its recorded checksum (a ``StoreError`` naming the model and epoch)."""
     return Zoo(path, storage_options=storage_options, verify=verify)
+
+
+def _read_parquet(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file through its ``ParquetFile``: unlike ``pq.read_table`` it needs no ``pyarrow.dataset``,
+    whose import (pandas with it) would double the start-up of ``zoo info``."""
+    with fs.open(path, "rb") as f:
+        return pq.ParquetFile(f).read(columns=columns)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``'s column order and types; a column an older format lacks comes as nulls."""
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
