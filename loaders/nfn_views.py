@@ -12,9 +12,12 @@ key            ``nfn`` (NFN's ``WeightSpaceFeatures``)  ``dws`` (DWSNets)
 =============  ======================================  ======================================
 
 - A dense layer reading a flattened (C, H, W) feature map (spec axis ``"C*k"``,
-  k = H*W) is split per channel: nfn (B, 1, out, C, k), dws (B, C, out, k),
-  like a conv with a 1-D kernel of k values. Its in-axis then has the size of
-  the previous layer's out-axis, and the channel permutation acts on it alone.
+  k = H*W) is split per channel, like a conv with a kernel of k values:
+  nfn (B, 1, out, C, 1, k), a 1 x k kernel, since NFN's layers take only 4-D
+  (dense) and 6-D (conv) weights (the equivariance is the same: the channel
+  permutation acts on C alone, the k values move together); dws
+  (B, C, out, k). Its in-axis then has the size of the previous layer's
+  out-axis.
 - A layer without a bias gets a zero ``bias.i`` (both libraries want one per
   layer); decode ignores it.
 - ``norm.i`` exists only for layers followed by a BatchNorm and stacks its
@@ -59,14 +62,21 @@ class LayerTensors:
         self.shapes = {key: shape for lay in self.layers for key, shape in self._shapes(lay).items()}
 
     # --- shapes of one sample ----------------------------------------------------------------
+    def _kernel(self, lay: Layer) -> tuple[int, ...]:
+        """Trailing weight axes of one (out, in) pair in this style: nfn writes a flattened-map dense layer's
+        k values as a 1 x k kernel (NFN's layers take 2-D kernels only); dws flattens every kernel."""
+        if self.style == "nfn":
+            return (1, *lay.kernel) if lay.kind == "flatten" else lay.kernel
+        return (lay.values_per_pair,)
+
     def _shapes(self, lay: Layer) -> dict[str, tuple[int, ...]]:
-        i, out, inp, kernel = lay.index, lay.out_units, lay.in_units, lay.kernel
+        i, out, inp, kernel = lay.index, lay.out_units, lay.in_units, self._kernel(lay)
         if self.style == "nfn":
             shapes = {f"weight.{i}": (1, out, inp, *kernel), f"bias.{i}": (1, out)}
             if lay.norm:
                 shapes[f"norm.{i}"] = (len(NORM_ROLES), out)
         else:
-            shapes = {f"weight.{i}": (inp, out, lay.values_per_pair), f"bias.{i}": (out, 1)}
+            shapes = {f"weight.{i}": (inp, out, *kernel), f"bias.{i}": (out, 1)}
             if lay.norm:
                 shapes[f"norm.{i}"] = (out, len(NORM_ROLES))
         return shapes
@@ -80,14 +90,15 @@ class LayerTensors:
         out: dict[str, torch.Tensor] = {}
         for lay in self.layers:
             i = lay.index
-            w = rows[:, lay.weight.offset:lay.weight.stop].reshape(b, lay.out_units, lay.in_units, *lay.kernel)
+            w = rows[:, lay.weight.offset:lay.weight.stop].reshape(b, lay.out_units, lay.in_units,
+                                                                    *self._kernel(lay))
             bias = (rows[:, lay.bias.offset:lay.bias.stop] if lay.bias is not None
                     else rows.new_zeros(b, lay.out_units))
             if self.style == "nfn":
                 out[f"weight.{i}"] = w.unsqueeze(1).contiguous()
                 out[f"bias.{i}"] = bias.unsqueeze(1).contiguous()
             else:
-                out[f"weight.{i}"] = w.reshape(b, lay.out_units, lay.in_units, -1).transpose(1, 2).contiguous()
+                out[f"weight.{i}"] = w.transpose(1, 2).contiguous()
                 out[f"bias.{i}"] = bias.unsqueeze(2).contiguous()
             if lay.norm:
                 stats = torch.stack([rows[:, t.offset:t.stop] if (t := lay.norm.get(r)) is not None

@@ -387,3 +387,41 @@ def test_resume_state_of_another_group_is_a_store_error(manifest):
     with pytest.raises(StoreError, match=r"resume state holds models \[7, 8\], this population trains models "
                                          r"\[0, 1\]; remove the store's .build/ folder"):
         pop.load_state_dict(state)
+
+
+def test_shards_written_directly_are_the_bytes_zarr_writes(tmp_path, monkeypatch):
+    """The writer encodes a unit's shard itself (rows.encode_shard); the files must be byte for byte what zarr's
+    sharding codec writes for the same rows: partial groups (padding rows), a row of zeros (left out, as zarr
+    leaves out a chunk equal to the fill value) and a unit of zeros only (no shard file at all)."""
+    import zoo.store.writer as writer_module
+
+    manifest = tiny_manifest()  # 20 models, groups of 8: the last group of each architecture is partial
+    rows = {}
+    rng = np.random.default_rng(3)
+    for name, direct in (("direct.zoo", True), ("zarr.zoo", False)):
+        if not direct:
+            monkeypatch.setattr(writer_module, "fast_path_ok", lambda array: False)
+        w = zoo.create(tmp_path / name, manifest, group_size=8)
+        for u in w.plan.units:
+            key = u.unit_id
+            if key not in rows:
+                block = rng.standard_normal((len(u.model_ids), w.layout(u.arch_id).size)).astype(np.float32)
+                if key == 1:
+                    block[2] = 0.0  # a checkpoint of zeros
+                if key == 2:
+                    block[:] = 0.0  # every row the fill value
+                rows[key] = block
+            w.write_unit(u, rows[key], [{"test_acc": 0.5}] * len(u.model_ids))
+    direct_files = sorted(p.relative_to(tmp_path / "direct.zoo") for p in (tmp_path / "direct.zoo" / "weights")
+                          .rglob("*") if p.is_file())
+    zarr_files = sorted(p.relative_to(tmp_path / "zarr.zoo") for p in (tmp_path / "zarr.zoo" / "weights")
+                        .rglob("*") if p.is_file())
+    assert direct_files == zarr_files
+    shards = [rel for rel in direct_files if "c" in rel.parts]
+    assert len(shards) == len(rows) - 1  # one shard per unit; unit 2 (zeros only) has none
+    for rel in direct_files:
+        assert (tmp_path / "direct.zoo" / rel).read_bytes() == (tmp_path / "zarr.zoo" / rel).read_bytes(), rel
+    z = zoo.open(tmp_path / "direct.zoo", verify=True)
+    for u in z.plan.units:
+        assert np.array_equal(z.read_rows(u.arch_id, range(u.row_start, u.row_start + len(u.model_ids))),
+                              rows[u.unit_id])

@@ -71,9 +71,9 @@ def test_nfn_and_dws_shapes_and_values_cnn_s():
     assert {k: tuple(v.shape) for k, v in nfn.items()} == {
         "weight.0": (2, 1, 8, 1, 5, 5), "bias.0": (2, 1, 8), "weight.1": (2, 1, 6, 8, 5, 5), "bias.1": (2, 1, 6),
         "weight.2": (2, 1, 4, 6, 2, 2), "bias.2": (2, 1, 4),
-        "weight.3": (2, 1, 20, 4, 9), "bias.3": (2, 1, 20),  # dense over the flattened 4x3x3 map: (out, C, k)
+        "weight.3": (2, 1, 20, 4, 1, 9), "bias.3": (2, 1, 20),  # dense over the flattened 4x3x3 map: 1x9 kernels
         "weight.4": (2, 1, 10, 20), "bias.4": (2, 1, 10)}
-    assert torch.equal(nfn["weight.3"][1, 0, 7, 2], sd["fc1.weight"][1, 7, 18:27])
+    assert torch.equal(nfn["weight.3"][1, 0, 7, 2, 0], sd["fc1.weight"][1, 7, 18:27])
     assert torch.equal(nfn["weight.1"][:, 0], sd["conv2.weight"])
     dws = make_view("dws", arch.layout, spec=arch.symmetry).encode(rows)
     assert {k: tuple(v.shape) for k, v in dws.items()} == {

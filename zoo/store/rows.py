@@ -322,3 +322,24 @@ def check_rows(values: np.ndarray, expected: np.ndarray, describe: Callable[[int
         raise StoreError(f"{where}: {describe(i)}: checksum {int(got[bad[0]])} != recorded {int(expected[i])}; the "
                          f"stored weights are damaged ({bad.size} of {checked.size} rows read); run `zoo verify` on "
                          "the store")
+
+
+def encode_shard(block: np.ndarray) -> bytes | None:
+    """One whole shard of 1-row inner chunks, byte for byte as zarr's ``sharding_indexed`` codec writes it (the
+    layout ``fast_path_ok`` accepts): the present rows in order, then the index of (offset, nbytes) pairs and its
+    crc32c. A row equal to the fill value (0.0) is left out (index entry empty), as zarr does without
+    ``write_empty_chunks``; ``None`` means zarr would write no shard file at all. Encoding here costs one copy,
+    where zarr's async codec pipeline costs tens of milliseconds per shard (``benchmarks/store.py``)."""
+    import google_crc32c  # zarr's own dependency for the index checksum
+
+    block = np.ascontiguousarray(block, dtype="<f4")
+    present = ~np.all(block == 0, axis=1)
+    if not present.any():
+        return None
+    nbytes = block.shape[1] * 4
+    index = np.full((len(block), 2), EMPTY, dtype="<u8")
+    index[present, 0] = np.arange(int(present.sum()), dtype=np.uint64) * np.uint64(nbytes)
+    index[present, 1] = nbytes
+    index_bytes = index.tobytes()
+    checksum = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
+    return block[present].tobytes() + index_bytes + checksum

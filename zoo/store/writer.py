@@ -11,6 +11,7 @@ and fragment files, so concurrent writers never touch the same file.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import sys
 import uuid
@@ -32,7 +33,7 @@ from ..manifest import Manifest
 from ..plan import Plan, Unit
 from . import format as fmt
 from .reader import Zoo, is_url, local_path
-from .rows import row_checksums
+from .rows import encode_shard, fast_path_ok, row_checksums
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +89,10 @@ class ZooWriter(Zoo):
         block = np.zeros((g, layout_size), dtype="<f4")
         block[:n] = weights
         array = self.weights(unit.arch_id)
-        array[unit.row_start:unit.row_start + g] = block
+        if self.local is not None and fast_path_ok(array):
+            self._write_shard(array, unit.row_start // g, block)
+        else:
+            array[unit.row_start:unit.row_start + g] = block
         if self.local is not None:
             shard_key = array.metadata.encode_chunk_key((unit.row_start // g, 0))
             shard = self.local / array.path / shard_key
@@ -101,6 +105,19 @@ class ZooWriter(Zoo):
         table = self._records_table(unit, weights, records)
         self._write_fragment(fmt.fragment_name(unit.unit_id), table)
         self.refresh()
+
+    def _write_shard(self, array: zarr.Array, shard: int, block: np.ndarray) -> None:
+        """The unit's shard file, encoded here (``rows.encode_shard``, the same bytes zarr writes) and written
+        in one call; a shard zarr would leave out (every row the fill value) is removed, as zarr removes it."""
+        assert self.local is not None
+        path = self.local / array.path / array.metadata.encode_chunk_key((shard, 0))
+        data = encode_shard(block)
+        if data is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
 
     def _records_table(self, unit: Unit, weights: np.ndarray, records: Sequence[Mapping[str, Any]]) -> pa.Table:
         schema = self.schema
@@ -263,6 +280,12 @@ def _torch_version() -> str:
     torch = sys.modules.get("torch")
     if torch is not None:
         return str(torch.__version__)
+    return _installed_torch()
+
+
+@functools.cache
+def _installed_torch() -> str:
+    """The installed distribution's version (reading package metadata costs milliseconds: once per process)."""
     try:
         return metadata.version("torch")
     except metadata.PackageNotFoundError:
