@@ -286,8 +286,9 @@ def test_modelzoo_malformed_directory_errors_and_leaves_nothing(mzdir, tmp_path,
 
 def test_modelzoo_needs_a_dataset_and_skips_incomplete_trials_on_request(mzdir, tmp_path):
     src, trials = mzdir
-    with pytest.raises(ZooError, match=r"do not record the image dataset; pass the zoo's published manifest "
-                                       r"\(--manifest manifests/modelzoo/NAME.toml\) or --dataset NAME"):
+    src = src.rename(tmp_path / "trials")  # a folder name that names no dataset, and config.json says none
+    with pytest.raises(ZooError, match=r"nor the folder names record the image dataset; pass the zoo's published "
+                                       r"manifest \(--manifest manifests/modelzoo/NAME.toml\) or --dataset NAME"):
         import_modelzoo(src, tmp_path / "a.zoo")
     with pytest.raises(ZooError, match=r"unknown dataset: got 'mnsit'; allowed: .*did you mean 'mnist'"):
         import_modelzoo(src, tmp_path / "a.zoo", dataset="mnsit")
@@ -382,6 +383,145 @@ def test_an_existing_folder_or_store_is_never_touched(mzdir, tmp_path):
     with pytest.raises(ZooError, match=r"a.zoo: the store holds zoo 'tune_zoo_mnist' built from another manifest"):
         import_modelzoo(src, tmp_path / "a.zoo", dataset="fashion-mnist")
     assert zoo.verify(tmp_path / "a.zoo").ok and zoo.open(tmp_path / "a.zoo").metadata.num_rows == 12
+
+
+# --- Model Zoos downloads: the wsl-modelzoo layout, its dataset spellings, failed downloads ------------------
+#: index_dict.json of the fixture's CNN-s (the published zoos' layer index of their vectorized weights)
+INDEX_DICT = {"layer": [0, 3, 6, 9, 11], "kernel_no": [8, 6, 4, 20, 10], "channels_in": [1, 8, 6, 36, 20],
+              "kernel_size": [25, 25, 4, 1, 1], "idx_start": [0, 208, 1414, 1514, 2254]}
+
+
+def nested_zoo(template: tuple[Path, Any], root: Path, rel: str, config: dict | None = None) -> Path:
+    """A copy of the template zoo at ``root/rel``, as wsl-modelzoo nests its downloads
+    (``core-modelzoo/<arch>_<dataset>/tune_zoo_*``); ``config`` replaces its config.json."""
+    folder = root / rel
+    shutil.copytree(template[0], folder)
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_modelzoo_takes_a_wsl_modelzoo_download_root_holding_one_zoo(mz_template, tmp_path):
+    root = tmp_path / "download"
+    src = nested_zoo(mz_template, root, "core-modelzoo/cnn-small_mnist/tune_zoo_mnist_uniform")
+    (root / "README.md").write_text("")
+    (src.parent / "index_dict.json").write_text(json.dumps(INDEX_DICT))  # checked against cnn-s: it fits
+    store = tmp_path / "mz.zoo"
+    report = import_modelzoo(root, store)  # no --dataset: the folder names say mnist
+    assert (report.source, report.zoo, report.models, report.checkpoints) == (str(src), "tune_zoo_mnist_uniform", 4, 12)
+    z = zoo.open(store)
+    assert z.manifest.dataset["name"] == "mnist" and zoo.verify(store).ok
+    assert "(dataset mnist from the folder name 'tune_zoo_mnist_uniform')" in z.attrs["manifest"]["zoo"]["description"]
+    assert z.attrs["imported_from"]["source"] == str(src.resolve())
+    trials = mz_template[1]
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(z.module(3, 2)(x), reference_module(trials[sorted(trials)[3]], 2)(x), rtol=0,
+                                   atol=1e-6)
+    # the same zoo named by its own folder is the same import: it resumes (here: nothing left to write)
+    again = import_modelzoo(src, store)
+    assert (again.units_written, again.units_skipped) == (0, report.units_written)
+
+
+def test_modelzoo_refuses_a_root_holding_several_zoos_and_lists_them(mz_template, tmp_path):
+    root = tmp_path / "download"
+    nested_zoo(mz_template, root, "core-modelzoo/cnn-small_mnist/tune_zoo_mnist_uniform")
+    fmnist = nested_zoo(mz_template, root, "zoos/tune_zoo_f_mnist_uniform")  # zoos are found at any depth
+    store = tmp_path / "mz.zoo"
+    with pytest.raises(ZooError, match=r"download: holds 2 zoos \(tune_zoo_\* folders\), and one store holds one "
+                                       r"zoo; point SRC at one of them \(e.g. .*\):\n"
+                                       r"  core-modelzoo/cnn-small_mnist/tune_zoo_mnist_uniform\n"
+                                       r"  zoos/tune_zoo_f_mnist_uniform$"):
+        import_modelzoo(root, store, dataset="mnist")
+    assert not store.exists()
+    assert import_modelzoo(fmnist, store).models == 4  # one of them, as the error says
+
+
+@pytest.mark.parametrize("rel,config,dataset,found_in", [
+    ("core-modelzoo/cnn-small_fmnist/tune_zoo_uniform", None, None, "the folder name 'cnn-small_fmnist'"),
+    ("zoos/tune_zoo_f_mnist_uniform", None, None, "the folder name 'tune_zoo_f_mnist_uniform'"),
+    # config.json comes first: its dataset file's folder names the dataset
+    ("core-modelzoo/cnn-small_mnist/tune_zoo_uniform",
+     {"model::type": "CNN", "dataset::dump": "/ds/zoos/F_MNIST/tune_zoo_f_mnist_uniform/dataset.pt"}, None,
+     "config.json 'dataset::dump'"),
+    ("trials", None, "fmnist", None),  # an explicit --dataset takes the zoos' spellings too
+    ("core-modelzoo/cnn-small_mnist/tune_zoo_mnist_uniform", None, "FMNIST", None),  # and wins over the folders
+])
+def test_modelzoo_dataset_spellings_of_the_published_zoos_map_to_the_registry(mz_template, tmp_path, rel, config,
+                                                                              dataset, found_in):
+    src = nested_zoo(mz_template, tmp_path / "download", rel, config)
+    report = import_modelzoo(src, tmp_path / "mz.zoo", dataset=dataset)
+    z = zoo.open(tmp_path / "mz.zoo")
+    assert report.models == 4 and z.manifest.dataset["name"] == "fashion-mnist"
+    assert {r["dataset"] for r in z.metadata.to_pylist()} == {"fashion-mnist"}
+    description = z.attrs["manifest"]["zoo"]["description"]
+    assert (found_in in description) if found_in else "(dataset " not in description
+
+
+def test_modelzoo_dataset_spelling_table():
+    assert {mz.dataset_name(s) for s in ("fmnist", "F_MNIST", "fashion-mnist")} == {"fashion-mnist"}
+    assert (mz.dataset_name("tinyimagenet"), mz.dataset_name("STL-10"), mz.dataset_name("CIFAR10")) == (
+        "tiny-imagenet", "stl10", "cifar10")
+    assert mz.dataset_name("uniform") is None
+    assert set(mz.DATASET_SPELLINGS.values()) <= set(zoo.datasets.DATASETS.names())
+    assert [mz._dataset_in(n) for n in ("tune_zoo_cifar100_resnet18_kaiming_uniform", "tune_zoo_stl-10_large_uniform",
+                                        "tune_zoo_tiny-imagenet_resnet18_kaiming_uniform", "resnet18_tinyimagenet",
+                                        "cnn-small_fmnist", "F_MNIST", "tune_zoo_uniform", "zoos")] == [
+        "cifar100", "stl10", "tiny-imagenet", "tiny-imagenet", "fashion-mnist", "fashion-mnist", None, None]
+
+
+def test_modelzoo_index_dict_of_another_architecture_is_refused(mzdir, tmp_path):
+    src, _ = mzdir
+    (src / "index_dict.json").write_text(json.dumps({**INDEX_DICT, "kernel_no": [8, 16, 4, 20, 10]}))
+    with pytest.raises(ZooError, match=r"index_dict.json: field 'kernel_no': layer 1 has 16; cnn-s's conv2.weight has "
+                                       r"shape \(6, 8, 5, 5\): is this the index of another zoo\?"):
+        import_modelzoo(src, tmp_path / "mz.zoo", dataset="mnist")
+    assert not (tmp_path / "mz.zoo").exists()
+
+
+def test_modelzoo_empty_and_truncated_checkpoint_files_are_refused_or_skipped(mz_template, tmp_path, capsys):
+    root = tmp_path / "download"
+    src = nested_zoo(mz_template, root, "core-modelzoo/cnn-small_mnist/tune_zoo_mnist_uniform")
+    names = sorted(mz_template[1])
+    store = tmp_path / "mz.zoo"
+    cut = src / names[2] / "checkpoint_000002" / "checkpoints"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a download cut short
+    with pytest.raises(ZooError, match=rf"{names[2]}/checkpoint_000002/checkpoints: not a readable torch.save file, "
+                                       r"truncated or damaged \(.*\); pass --skip-incomplete to leave out the models "
+                                       r"with missing, empty or truncated checkpoint files"):
+        import_modelzoo(root, store)
+    empty = src / names[1] / "checkpoint_000001" / "checkpoints"
+    empty.write_bytes(b"")  # a download that never started
+    with pytest.raises(ZooError, match=rf"{names[1]}/checkpoint_000001/checkpoints: empty \(0 bytes; an interrupted "
+                                       r"download\?\); pass --skip-incomplete"):
+        import_modelzoo(root, store)
+    assert not store.exists()
+
+    assert main(["import", "modelzoo", str(root), str(store), "--skip-incomplete", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["models"], out["checkpoints"], out["skipped_models"]) == (2, 6, [names[1], names[2]])
+    reasons = out["skipped_reasons"]
+    assert reasons[names[1]] == "checkpoint_000001/checkpoints: empty (0 bytes; an interrupted download?)"
+    assert reasons[names[2]].startswith("checkpoint_000002/checkpoints: not a readable torch.save file, truncated")
+    z = zoo.open(store)
+    assert z.attrs["imported_from"]["models"] == [names[0], names[3]] and zoo.verify(store).ok
+    assert z.attrs["imported_from"]["skipped_reasons"] == reasons
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(z.module(1, 2)(x), reference_module(mz_template[1][names[3]], 2)(x), rtol=0,
+                                   atol=1e-6)
+    # the same command again finds everything committed, and names the models it leaves out
+    assert main(["import", "modelzoo", str(root), str(store), "--skip-incomplete", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 0 unit(s)" in printed and "left out 2 incomplete model(s):" in printed
+    assert f"  {names[1]}: checkpoint_000001/checkpoints: empty (0 bytes; an interrupted download?)" in printed
+    assert f"  {names[2]}: checkpoint_000002/checkpoints: not a readable torch.save file" in printed
+
+    # a missing checkpoint file (the folder is there) is incomplete too
+    (src / names[0] / "checkpoint_000000" / "checkpoints").unlink()
+    report = import_modelzoo(src, tmp_path / "b.zoo", skip_incomplete=True)
+    assert report.skipped_models == names[:3] and report.models == 1
+    assert report.skipped_reasons[names[0]].startswith("checkpoint_000000/checkpoints: missing")
 
 
 # --- Small CNN Zoo fixtures --------------------------------------------------------------------------------

@@ -468,8 +468,10 @@ def _import(args: argparse.Namespace) -> int:
     if s.get("manifest") == "published":
         print("the zoo's published manifest describes exactly these models: the store keeps it")
     if s.get("skipped_models"):
-        print(f"left out {len(s['skipped_models'])} incomplete model(s): {', '.join(s['skipped_models'][:5])}"
-              + (", ..." if len(s["skipped_models"]) > 5 else ""))
+        reasons = s.get("skipped_reasons") or {}
+        print(f"left out {len(s['skipped_models'])} incomplete model(s):")
+        for name in s["skipped_models"]:  # each with its file and what is wrong, so a re-download can be aimed
+            print(f"  {name}" + (f": {reasons[name]}" if name in reasons else ""))
     if s.get("diverged_checkpoints"):
         print(f"{s['diverged_checkpoints']:,} checkpoint(s) with non-finite weights or loss "
               "(recorded with status 'diverged')")
@@ -492,7 +494,8 @@ def _modelzoo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @importer("modelzoo", "Model Zoos (Schürholt et al. 2022): SRC is a folder of Ray Tune trial folders (params.json, "
-                      "result.json, checkpoint_NNNNNN/checkpoints)", _modelzoo_arguments)
+                      "result.json, checkpoint_NNNNNN/checkpoints), or a folder above one such zoo (the root of a "
+                      "wsl-modelzoo download: every tune_zoo_* folder below it is a zoo)", _modelzoo_arguments)
 def _import_modelzoo(args: argparse.Namespace) -> Any:
     from builders.importers import import_modelzoo
 

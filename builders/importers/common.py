@@ -65,6 +65,7 @@ class ImportReport:
     units_written: int = 0
     units_skipped: int = 0
     skipped_models: list[str] = field(default_factory=list)  # incomplete source models left out
+    skipped_reasons: dict[str, str] = field(default_factory=dict)  # skipped model -> why (the file, what is wrong)
     diverged_checkpoints: int = 0
     seconds: float = 0.0
 
@@ -188,7 +189,8 @@ class ImportSource(ABC):
     written; ``write`` then commits it unit by unit.
 
     ``__init__`` sets ``src``, ``base`` (the zoo's published manifest or None), ``skipped`` (source models left
-    out as incomplete) and, through ``choose``, the manifest to store and each model's source index.
+    out as incomplete), ``skipped_reasons`` (each one's reason: the missing epochs, or the file and what is wrong
+    with it) and, through ``choose``, the manifest to store and each model's source index.
     """
 
     format: ClassVar[str]
@@ -198,6 +200,7 @@ class ImportSource(ABC):
     src: Path
     base: Manifest | None
     skipped: list[str]
+    skipped_reasons: dict[str, str]
     explicit: Manifest  # every imported model, listed (``population_manifest``)
     manifest: Manifest  # what the store keeps: ``explicit``, or ``base`` when that describes the same models
     order: list[int]  # source index of each model id
@@ -221,15 +224,16 @@ class ImportSource(ABC):
         self.manifest, self.order, self.kind = choose_manifest(explicit, self.base)
 
     def sections(self, *, name: str | None, default_name: str, description: str, dataset: Mapping[str, Any],
-                 architecture: Mapping[str, Any], training: Mapping[str, Any], epochs: int
+                 architecture: Mapping[str, Any], training: Mapping[str, Any], epochs: int, note: str = ""
                  ) -> dict[str, dict[str, Any]]:
         """The zoo, dataset, architecture and training tables of the imported population: the published
-        manifest's where given (else the arguments), named and described for this import."""
+        manifest's where given (else the arguments), named and described for this import (``description``, the
+        source folder, then ``note``)."""
         base = self.base.to_dict() if self.base else {}
         zoo = dict(base.get("zoo", {"license": self.LICENSE, "citation": self.CITATION}))
         zoo["name"] = name or (self.base.name if self.base else default_name)
         recipe = f"; dataset and recipe defaults from {self.base.source}" if self.base else ""
-        zoo["description"] = f"{description} {self.src.resolve()}{recipe}."
+        zoo["description"] = f"{description} {self.src.resolve()}{note}{recipe}."
         return {"zoo": zoo, "dataset": dict(base.get("dataset", dataset)),
                 "architecture": dict(base.get("architecture", architecture)),
                 "training": {**base.get("training", training), "epochs": epochs}}
@@ -238,12 +242,13 @@ class ImportSource(ABC):
         """What the store records of its origin (``IMPORT_ATTR``)."""
         names = self.model_names()
         return {"format": self.format, "source": str(self.src.resolve()), "manifest": self.kind,
-                "models": [names[s] for s in self.order], "skipped": self.skipped}
+                "models": [names[s] for s in self.order], "skipped": self.skipped,
+                "skipped_reasons": dict(self.skipped_reasons)}
 
     def write(self, store: str | Path, *, group_size: int | None = None, quiet: bool = True) -> ImportReport:
         """Create (or resume) ``store`` and commit every checkpoint; see ``write_import``."""
         report = ImportReport(self.format, str(self.src), str(store), manifest=self.kind,
-                              skipped_models=self.skipped)
+                              skipped_models=self.skipped, skipped_reasons=dict(self.skipped_reasons))
         return write_import(store, self.manifest, self.order, rows=self.rows, record=self.record,
                             imported_from=self.imported_from(), report=report, group_size=group_size, quiet=quiet)
 

@@ -18,17 +18,37 @@ convolution is 3 or 4 depending on the trial. Tensors are therefore mapped by po
 that hold parameters, and every shape is checked against the registered architecture. ResNet-18 is
 torchvision's ResNet with the CIFAR stem, whose state dict names are the registered ``resnet18``'s.
 
-The folders do not record the image dataset or its preprocessing: pass the zoo's published manifest
+Where the zoo sits: ``SRC`` is either the zoo folder itself (the folder of trial folders) or any folder above
+it, such as the root of a ``wsl-modelzoo`` download, which nests each zoo as
+``core-modelzoo/cnn-small_mnist/tune_zoo_mnist_uniform/``; every ``tune_zoo_*`` folder below ``SRC`` (at any
+depth) is a zoo. One store holds one zoo, so a ``SRC`` holding several is refused with their list.
+
+Beside the trial folders, the zoo folder may hold ``config.json`` (the experiment's config, as the zoo
+generators wrote it) and ``index_dict.json`` (the layer structure of the published vectorized weights, also
+found in the folder above). Read from them: ``config.json`` ``"dataset::dump"`` (the path of the dataset file
+the zoo was trained on, whose folder names the dataset, e.g. ``zoos/F_MNIST/...``) and ``index_dict.json``
+``"layer"``, ``"kernel_no"``, ``"channels_in"`` and ``"kernel_size"`` (checked against the registered
+architecture's layers, CNNs only). Nothing else in them is used.
+
+The image dataset's preprocessing is not recorded: pass the zoo's published manifest
 (``manifests/modelzoo/*.toml``), which also supplies recipe fields the trials leave out (augmentation), or
-just the dataset name. When the published manifest expands to exactly the imported models, the store
-keeps it unchanged (the same zoo as a ``zoo build`` of it would make); otherwise the store's manifest lists
-the imported models explicitly.
+just the dataset name. Without either, the dataset is taken from (first found) ``config.json``'s
+``"dataset::dump"``, the zoo folder's name (``tune_zoo_<dataset>_...``) or the name of the folder above it
+(``wsl-modelzoo``'s ``<arch>_<dataset>``); the spellings the published zoos use (``fmnist``, ``F_MNIST``,
+``stl-10``, ``tinyimagenet``, ...) map to the registry's names through ``DATASET_SPELLINGS``. When the
+published manifest expands to exactly the imported models, the store keeps it unchanged (the same zoo as a
+``zoo build`` of it would make); otherwise the store's manifest lists the imported models explicitly.
+
+A failed download leaves checkpoint files missing, empty or cut short. Such a file is an error naming it;
+with ``skip_incomplete`` (``--skip-incomplete``) the models holding one are left out instead, as are models
+lacking some of the zoo's checkpoint epochs, each named with its reason in ``ImportReport.skipped_reasons``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +79,22 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_
 NOT_MEASURED = -999
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 CHECKPOINT_FILE = "checkpoints"
+#: Folders named so below SRC are zoos (Ray Tune experiment folders of the zoo generators and wsl-modelzoo).
+ZOO_PREFIX = "tune_zoo_"
+#: Dataset spellings of the published zoos' folders and configs -> the dataset registry's names (the registry's
+#: own names, in any case, are accepted as they are).
+DATASET_SPELLINGS: dict[str, str] = {
+    "fmnist": "fashion-mnist",  # wsl-modelzoo: core-modelzoo/cnn-small_fmnist
+    "f_mnist": "fashion-mnist",  # zoo generators: zoos/F_MNIST/tune_zoo_f_mnist_uniform
+    "fashion_mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",  # torchvision's class name
+    "stl-10": "stl10",  # zoo generators: tune_zoo_stl-10_small_uniform
+    "stl_10": "stl10",
+    "tinyimagenet": "tiny-imagenet",  # wsl-modelzoo
+    "tiny_imagenet": "tiny-imagenet",
+}
+INCOMPLETE_HINT = ("pass --skip-incomplete to leave out the models with missing, empty or truncated checkpoint "
+                   "files")
 LICENSE = "CC-BY-4.0"
 CITATION = ("Schürholt, K., Taskiran, D., Knyazev, B., Giró-i-Nieto, X., Borth, D. Model Zoos: A Dataset of "
             "Diverse Populations of Neural Network Models. NeurIPS 2022 Datasets and Benchmarks Track.")
@@ -76,6 +112,15 @@ class Trial:
     channels_in: int | None
     checkpoints: dict[int, Path] = field(default_factory=dict)
     results: dict[int, dict[str, float]] = field(default_factory=dict)
+    broken: dict[Path, str] = field(default_factory=dict)  # checkpoint file -> why it is unusable (a failed download)
+
+
+class IncompleteCheckpoint(ZooError):
+    """A checkpoint file that a failed download left empty or cut short (or otherwise unreadable)."""
+
+    def __init__(self, file: Path, why: str) -> None:
+        super().__init__(f"{file}: {why}")
+        self.file, self.why = file, why
 
 
 def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
@@ -178,23 +223,30 @@ def _find_checkpoints(trial: Trial) -> None:
         if not (m and sub.is_dir()):
             continue
         file = sub / CHECKPOINT_FILE
-        if not file.is_file():
-            raise ZooError(f"{file}: missing (a checkpoint folder holds the state dict in a file named "
-                           f"{CHECKPOINT_FILE!r})")
         epoch = int(m[1])
         if epoch in trial.checkpoints:
             raise ZooError(f"{sub}: a second checkpoint folder for epoch {epoch} "
                            f"(beside {trial.checkpoints[epoch].parent.name})")
         trial.checkpoints[epoch] = file
+        if not file.is_file():
+            trial.broken[file] = (f"missing (a checkpoint folder holds the state dict in a file named "
+                                  f"{CHECKPOINT_FILE!r})")
+        elif file.stat().st_size == 0:
+            trial.broken[file] = "empty (0 bytes; an interrupted download?)"
 
 
 def load_state_dict(file: Path, *, mmap: bool = False) -> Mapping[str, torch.Tensor]:
-    """A torch.save'd state dict, loaded safely (tensors only: ``weights_only``)."""
+    """A torch.save'd state dict, loaded safely (tensors only: ``weights_only``); an empty or unreadable (cut
+    short, damaged) file raises ``IncompleteCheckpoint``."""
     try:
         sd = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as first:  # noqa: BLE001 - a legacy (non-zip) file cannot be memory-mapped: retry plainly
         if not mmap:
-            raise ZooError(f"{file}: not a readable torch.save file ({type(first).__name__}: {first})") from None
+            if file.is_file() and file.stat().st_size == 0:
+                raise IncompleteCheckpoint(file, "empty (0 bytes; an interrupted download?)") from None
+            detail = str(first).strip().splitlines()[0] if str(first).strip() else ""
+            raise IncompleteCheckpoint(file, f"not a readable torch.save file, truncated or damaged "
+                                             f"({type(first).__name__}{': ' + detail if detail else ''})") from None
         return load_state_dict(file, mmap=False)
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ZooError(f"{file}: expected a state dict (tensor name -> tensor), got {type(sd).__name__}")
@@ -244,23 +296,26 @@ def map_state_dict(file: Path, sd: Mapping[str, torch.Tensor], arch: str, layout
 
 
 class ModelZooSource(ImportSource):
-    """A Model Zoos directory, read and validated completely before anything is written."""
+    """A Model Zoos zoo (``src`` or the one ``tune_zoo_*`` folder below it), read and validated completely before
+    anything is written."""
 
     format = "modelzoo"
     LICENSE, CITATION = LICENSE, CITATION
 
     def __init__(self, src: str | Path, *, manifest: str | Path | Manifest | None = None, dataset: str | None = None,
                  name: str | None = None, skip_incomplete: bool = False) -> None:
-        self.src = Path(src)
-        if not self.src.is_dir():
-            raise ZooError(f"{self.src}: not a directory (expected a Model Zoos folder of trial folders)")
+        self.root = Path(src)
+        if not self.root.is_dir():
+            raise ZooError(f"{self.root}: not a directory (expected a Model Zoos folder of trial folders, or a "
+                           "folder above one, such as a wsl-modelzoo download)")
+        self.src = find_zoo(self.root)
         self.base = read_base_manifest(manifest)
         training_defaults = dict(self.base.training) if self.base else {k: f.default for k, f in
                                                                        SECTIONS["training"].items()}
         folders = sorted(p for p in self.src.iterdir() if p.is_dir() and _looks_like_trial(p))
         if not folders:
             raise ZooError(f"{self.src}: no trial folders (folders holding params.json, result.json and "
-                           "checkpoint_NNNNNN/checkpoints)")
+                           f"checkpoint_NNNNNN/checkpoints), and no {ZOO_PREFIX}* zoo folder below it")
         trials = []
         for folder in folders:
             trial = _read_params(folder, training_defaults)
@@ -274,36 +329,67 @@ class ModelZooSource(ImportSource):
                            + ", ".join(f"{a} in {p}" for a, p in first.items()) + "); import one zoo at a time")
         self.arch = archs.pop()
 
-        # every checkpoint epoch of the zoo, and the trials that lack some of them
-        epochs = sorted(set().union(*(t.checkpoints for t in trials)))
-        if not epochs:
+        # every checkpoint epoch of the zoo, and the trials that lack some of them or hold broken files
+        self.epochs = sorted(set().union(*(t.checkpoints for t in trials)))
+        if not self.epochs:
             raise ZooError(f"{self.src}: no checkpoint_NNNNNN/checkpoints in any trial folder")
-        incomplete = [t for t in trials if sorted(t.checkpoints) != epochs]
-        if incomplete and not skip_incomplete:
-            t = incomplete[0]
-            missing = sorted(set(epochs) - set(t.checkpoints))
-            raise ZooError(f"{t.path}: no checkpoint for epoch(s) {_span(missing)} of the zoo's {_span(epochs)} "
-                           f"({len(incomplete)} trial folder(s) incomplete); pass --skip-incomplete to leave "
-                           "them out")
-        self.skipped = [t.path.name for t in incomplete]
-        self.trials = [t for t in trials if t not in incomplete]
+        self.skipped_reasons: dict[str, str] = {}
+        for t in trials:
+            missing = sorted(set(self.epochs) - set(t.checkpoints))
+            if t.broken:
+                file, why = min(t.broken.items())
+                if not skip_incomplete:
+                    raise ZooError(f"{file}: {why}; {INCOMPLETE_HINT}")
+                self.skipped_reasons[t.path.name] = f"{file.relative_to(t.path)}: {why}"
+            elif missing:
+                if not skip_incomplete:
+                    n = sum(sorted(u.checkpoints) != self.epochs for u in trials)
+                    raise ZooError(f"{t.path}: no checkpoint for epoch(s) {_span(missing)} of the zoo's "
+                                   f"{_span(self.epochs)} ({n} trial folder(s) incomplete); pass --skip-incomplete "
+                                   "to leave them out")
+                self.skipped_reasons[t.path.name] = (f"no checkpoint for epoch(s) {_span(missing)} of the zoo's "
+                                                     f"{_span(self.epochs)}")
+        self.trials = [t for t in trials if t.path.name not in self.skipped_reasons]
+        self._dataset, self._name = self._choose_dataset(dataset), name
+        self._describe()
+        self._check_channels()
+        self._check_index_dict()
+        # reading every file finds those cut short: leave their models out too (the manifest is described again)
+        truncated = self._check_checkpoints(skip_incomplete)
+        if truncated:
+            self.skipped_reasons.update(truncated)
+            self.trials = [t for t in self.trials if t.path.name not in truncated]
+            self._describe()
+        self.skipped = [t.path.name for t in trials if t.path.name in self.skipped_reasons]
+        self.skipped_reasons = {n: self.skipped_reasons[n] for n in self.skipped}
+
+    # --- the store's description -------------------------------------------------------------------------
+    def _choose_dataset(self, dataset: str | None) -> tuple[str, str] | None:
+        """(dataset, where it was found) when no manifest is given: ``--dataset``, else the zoo's own record."""
+        if dataset is not None:
+            return dataset_name(dataset) or dataset, ""
+        if self.base is not None:
+            return None
+        hints = dataset_hints(self.src)
+        return hints[0] if hints else None
+
+    def _describe(self) -> None:
+        """The manifest of ``self.trials`` (again, after more were left out)."""
         if not self.trials:
             raise ZooError(f"{self.src}: every trial folder is incomplete")
         declared = {t.epochs for t in self.trials if t.epochs is not None}
         if len(declared) > 1:
             raise ZooError(f"{self.src}: trials train for different numbers of epochs "
                            f"('training::epochs_train' {sorted(declared)}); one zoo has one")
-        n_epochs = declared.pop() if declared else max(epochs)
-        if max(epochs) > n_epochs:
-            raise ZooError(f"{self.src}: checkpoint for epoch {max(epochs)} beyond 'training::epochs_train' = "
+        n_epochs = declared.pop() if declared else max(self.epochs)
+        if max(self.epochs) > n_epochs:
+            raise ZooError(f"{self.src}: checkpoint for epoch {max(self.epochs)} beyond 'training::epochs_train' = "
                            f"{n_epochs}")
-        self.choose(population_manifest(self._sections(dataset, name, n_epochs), [t.config for t in self.trials],
-                                        epochs, source=f"zoo import modelzoo {self.src}"))
-        self._check_channels()
-        self._check_checkpoints()
+        self.choose(population_manifest(self._sections(n_epochs), [t.config for t in self.trials], self.epochs,
+                                        source=f"zoo import modelzoo {self.src}"))
 
-    # --- the store's description -------------------------------------------------------------------------
-    def _sections(self, dataset: str | None, name: str | None, epochs: int) -> dict[str, dict[str, Any]]:
+    def _sections(self, epochs: int) -> dict[str, dict[str, Any]]:
+        dataset, found_in = self._dataset or (None, "")
         if self.base is not None:
             if dataset is not None and dataset != self.base.dataset["name"]:
                 raise ZooError(f"--dataset {dataset!r} contradicts the manifest {self.base.source} "
@@ -319,26 +405,66 @@ class ModelZooSource(ImportSource):
             if size is not None and size != info.size:
                 data["resize"] = size  # the published CNNs assume 28x28 (CNN-s) and 32x32 (CNN-l) inputs
         else:
-            raise ZooError(f"{self.src}: the trial folders do not record the image dataset; pass the zoo's "
-                           "published manifest (--manifest manifests/modelzoo/NAME.toml) or --dataset NAME")
-        return self.sections(name=name, default_name=slug(self.src.name), dataset=data,
-                             description=f"{len(self.trials)} models imported from the Model Zoos trial folders in",
-                             architecture={"name": self.arch}, training={}, epochs=epochs)
+            raise ZooError(f"{self.src}: neither the trial folders, config.json nor the folder names record the "
+                           "image dataset; pass the zoo's published manifest (--manifest "
+                           "manifests/modelzoo/NAME.toml) or --dataset NAME")
+        note = f" (dataset {data['name']} from {found_in})" if found_in else ""
+        return self.sections(name=self._name, default_name=slug(self.src.name), dataset=data,
+                             description=f"{len(self.trials)} models imported from the Model Zoos trial folders "
+                                         f"in", note=note, architecture={"name": self.arch}, training={},
+                             epochs=epochs)
 
     def _check_channels(self) -> None:
         channels = self.explicit.architectures[self.explicit.models[0].arch_id].in_shape[0]
         for t in self.trials:
             if t.channels_in is not None and t.channels_in != channels:
+                found_in = self._dataset[1] if self._dataset else ""
                 raise ZooError(f"{t.path / 'params.json'}: field 'model::channels_in' = {t.channels_in}, but "
-                               f"dataset {self.explicit.dataset['name']!r} as configured gives {channels}-channel "
-                               "images")
+                               f"dataset {self.explicit.dataset['name']!r}"
+                               + (f" (read from {found_in}; pass --dataset NAME)" if found_in else " as configured")
+                               + f" gives {channels}-channel images")
 
-    def _check_checkpoints(self) -> None:
-        """Every checkpoint file: readable, and every tensor present with the registered shape."""
+    def _check_index_dict(self) -> None:
+        """``index_dict.json`` (in the zoo folder or the one above), where present: its layers are the registered
+        CNN's (number, output and input channels, kernel size)."""
+        file = next((d / "index_dict.json" for d in (self.src, self.src.parent) if (d / "index_dict.json").is_file()),
+                    None)
+        if file is None or self.arch == "resnet18":
+            return
+        index = _read_json(file)
+        if not isinstance(index, dict) or not isinstance(index.get("layer"), list):
+            return  # not the layout described in the module docstring: nothing to check against
+        layout = self.explicit.architectures[self.explicit.models[0].arch_id].layout
+        weights = [next(t for t in tensors if t.name.endswith(".weight")) for _, tensors in layout.modules()]
+        if len(index["layer"]) != len(weights):
+            raise ZooError(f"{file}: {len(index['layer'])} layers; the trial folders' {self.arch} has {len(weights)} "
+                           f"({', '.join(w.name for w in weights)})")
+        for key, of_shape in (("kernel_no", lambda s: s[0]), ("channels_in", lambda s: s[1]),
+                              ("kernel_size", lambda s: math.prod(s[2:]))):
+            values = index.get(key)
+            if not isinstance(values, list) or len(values) != len(weights):
+                continue
+            for n, (value, w) in enumerate(zip(values, weights)):
+                if value != of_shape(w.shape):
+                    raise ZooError(f"{file}: field {key!r}: layer {n} has {value!r}; {self.arch}'s {w.name} has shape "
+                                   f"{w.shape}: is this the index of another zoo?")
+
+    def _check_checkpoints(self, skip_incomplete: bool) -> dict[str, str]:
+        """Every checkpoint file: readable, and every tensor present with the registered shape. Returns the
+        trials holding a file that cannot be read (cut short), with the reason, when ``skip_incomplete``."""
+        unreadable: dict[str, str] = {}
         for i, t in enumerate(self.trials):
             arch = self.explicit.architectures[self.explicit.models[i].arch_id]
-            for file in t.checkpoints.values():
-                map_state_dict(file, load_state_dict(file, mmap=True), self.arch, arch.layout, arch.in_shape)
+            for _, file in sorted(t.checkpoints.items()):
+                try:
+                    state = load_state_dict(file, mmap=True)
+                except IncompleteCheckpoint as e:
+                    if not skip_incomplete:
+                        raise ZooError(f"{e}; {INCOMPLETE_HINT}") from None
+                    unreadable[t.path.name] = f"{file.relative_to(t.path)}: {e.why}"
+                    break
+                map_state_dict(file, state, self.arch, arch.layout, arch.in_shape)
+        return unreadable
 
     # --- what the writer asks for ------------------------------------------------------------------------
     def rows(self, sources: Sequence[int], epoch: int) -> np.ndarray:
@@ -360,6 +486,70 @@ class ModelZooSource(ImportSource):
         return [t.path.name for t in self.trials]
 
 
+def find_zoo(root: Path) -> Path:
+    """The one zoo at or below ``root``: ``root`` itself when it holds trial folders, else the one ``tune_zoo_*``
+    folder below it (at any depth); several are refused with their list (one store holds one zoo)."""
+    if any(p.is_dir() and _looks_like_trial(p) for p in root.iterdir()):
+        return root
+    found = []
+    for here, folders, _ in os.walk(root):
+        below = []
+        for folder in sorted(folders):
+            if folder.startswith(ZOO_PREFIX):
+                found.append(Path(here) / folder)  # a zoo: its trial folders are not searched
+            elif not CHECKPOINT_DIR.match(folder):
+                below.append(folder)
+        folders[:] = below
+    if len(found) > 1:
+        listed = "".join(f"\n  {p.relative_to(root).as_posix()}" for p in sorted(found))
+        raise ZooError(f"{root}: holds {len(found)} zoos ({ZOO_PREFIX}* folders), and one store holds one zoo; "
+                       f"point SRC at one of them (e.g. {sorted(found)[0]}):{listed}")
+    return found[0] if found else root
+
+
+def dataset_name(spelling: str) -> str | None:
+    """The registry's name of a dataset as the published zoos spell it (``DATASET_SPELLINGS``, any case), or None."""
+    key = spelling.strip().lower()
+    key = DATASET_SPELLINGS.get(key, key)
+    return key if key in DATASETS.names() else None
+
+
+def _dataset_in(name: str) -> str | None:
+    """The dataset a folder name spells: ``tune_zoo_<dataset>_<rest>`` (the longest leading match), else the
+    name itself or its longest ``_``-separated tail (``cnn-small_fmnist``, ``F_MNIST``)."""
+    if name.lower().startswith(ZOO_PREFIX):
+        parts = name[len(ZOO_PREFIX):].split("_")
+        return next((d for k in range(len(parts), 0, -1) if (d := dataset_name("_".join(parts[:k])))), None)
+    parts = name.split("_")
+    return next((d for k in range(len(parts)) if (d := dataset_name("_".join(parts[k:])))), None)
+
+
+def dataset_hints(zoo: Path) -> list[tuple[str, str]]:
+    """(dataset, where it was read) from the zoo's own record, most reliable first: ``config.json``'s
+    ``"dataset::dump"``, the zoo folder's name, the name of the folder above it."""
+    hints = []
+    config = zoo / "config.json"
+    if config.is_file():
+        data = _read_json(config)
+        dump = data.get("dataset::dump") if isinstance(data, dict) else None
+        if isinstance(dump, str):
+            for part in reversed(re.split(r"[\\/]", dump)[:-1]):  # the folders holding the dataset file
+                if found := _dataset_in(part):
+                    hints.append((found, f"{config} 'dataset::dump' = {dump!r}"))
+                    break
+    for folder in (zoo, zoo.parent):
+        if found := _dataset_in(folder.name):
+            hints.append((found, f"the folder name {folder.name!r}"))
+    return hints
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooError(f"{file}: not valid JSON ({e}); an interrupted download? Remove or fetch it again") from None
+
+
 def _looks_like_trial(folder: Path) -> bool:
     return ((folder / "params.json").exists() or (folder / "result.json").exists()
             or any(CHECKPOINT_DIR.match(p.name) for p in folder.iterdir()))
@@ -375,16 +565,19 @@ def _span(epochs: Sequence[int]) -> str:
 def import_modelzoo(src: str | Path, store: str | Path, *, manifest: str | Path | Manifest | None = None,
                     dataset: str | None = None, name: str | None = None, group_size: int | None = None,
                     skip_incomplete: bool = False, quiet: bool = True) -> ImportReport:
-    """Import a Model Zoos directory of trial folders into a new store (or resume that import).
+    """Import a Model Zoos zoo into a new store (or resume that import).
 
     Args:
-        src: the folder of Ray Tune trial folders.
+        src: the zoo's folder of Ray Tune trial folders, or a folder above exactly one ``tune_zoo_*`` zoo folder
+            (such as a ``wsl-modelzoo`` download root).
         store: the store to create (a path or fsspec URL).
         manifest: the zoo's published manifest (dataset preprocessing, license, citation, recipe fields the
             trials do not record); kept as the store's manifest when it describes exactly the imported models.
-        dataset: the image dataset, when no manifest is given.
-        name: the zoo's name (default: the manifest's, else the folder's).
-        skip_incomplete: leave out trials lacking some of the zoo's checkpoint epochs (else an error).
+        dataset: the image dataset, when no manifest is given (registry names or the zoos' spellings,
+            ``DATASET_SPELLINGS``); default: what the zoo's ``config.json`` or folder names say.
+        name: the zoo's name (default: the manifest's, else the zoo folder's).
+        skip_incomplete: leave out trials lacking some of the zoo's checkpoint epochs or holding a missing, empty
+            or truncated checkpoint file, each named in ``ImportReport.skipped_reasons`` (else an error).
     """
     source = ModelZooSource(src, manifest=manifest, dataset=dataset, name=name, skip_incomplete=skip_incomplete)
     return source.write(store, group_size=group_size, quiet=quiet)

@@ -237,6 +237,9 @@ class SmallCNNZooSource(ImportSource):
                            f"of the zoo's {', '.join(map(str, epochs))} ({len(incomplete)} run(s) incomplete); pass "
                            "--skip-incomplete to leave them out")
         self.skipped = incomplete
+        self.skipped_reasons = {name: "no checkpoint at step(s) "
+                                + ", ".join(map(str, sorted(set(epochs) - set(runs[name]["rows"]))))
+                                for name in incomplete}
         skip = set(incomplete)
         self.models = [{"name": name, "rows": r["rows"], "config": self._config(name, r["first"])}
                        for name, r in runs.items() if name not in skip]
