@@ -30,8 +30,10 @@ class HasType(Protocol):
 
 
 def cuda_hardware_present() -> bool:
-    """False only when this host certainly has no CUDA device (Linux without NVIDIA's device files)."""
-    return not sys.platform.startswith("linux") or any(Path("/dev").glob("nvidia[0-9]*"))
+    """False only when this host certainly has no CUDA device: Linux without NVIDIA's device files (``/dev/nvidia0``
+    ..., or ``/dev/dxg`` under WSL2). Only plans use this shortcut; a build asks torch."""
+    dev = Path("/dev")
+    return not sys.platform.startswith("linux") or (dev / "dxg").exists() or any(dev.glob("nvidia[0-9]*"))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -39,7 +41,7 @@ def resolve_device(device: str) -> torch.device:
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if cuda_hardware_present() and torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ZooError(f"device {device!r}: CUDA is not available on this machine; use --device cpu or auto")
     if device != "cpu" and not device.startswith("cuda"):
