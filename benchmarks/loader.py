@@ -5,8 +5,10 @@ One store of CNN-s checkpoints (default 50,000 rows). Samples/s of one shuffled 
 extrapolated), (c) one ``torch.load`` per sample file (how SANE's preprocessed datasets are stored; a subset),
 (d) ``ZooDataset`` through a DataLoader with ``flat``, ``tokens``, and ``tokens`` + permutation augmentation, and
 ``ZooStream`` (chunk-aware shuffle buffer) with ``flat`` and ``tokens`` + permutation; then a small ResNet-18 store
-(11M parameters per row) read with ``tokens`` and ``tokens`` + permutation.
-``--json`` prints one JSON object with ``flat_over_memmap_ratio`` and ``flat_over_naive_zarr_ratio``.
+(11M parameters per row): a memmap copy of whole rows, ``tokens`` and ``tokens`` + permutation of whole rows, and
+windows of 256 tokens + permutation. ``--json`` prints one JSON object with ``flat_over_memmap_ratio``,
+``flat_over_naive_zarr_ratio``, ``resnet18_tokens_over_memmap``, ``resnet18_tokens_permute_over_memmap`` and
+``resnet18_window_permute_samples_per_s``.
 
     python benchmarks/loader.py [--rows 50000] [--batch 256] [--resnet-rows 24] [--json]
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from loaders import ZooDataset, ZooStream
 from zoo.manifest import Manifest
@@ -39,21 +41,46 @@ def rate(n: int, fn) -> float:
     return n / (time.perf_counter() - start)
 
 
-def resnet18(tmp: Path, rows: int) -> dict[str, float]:
-    """ResNet-18 (CIFAR stem) checkpoints of random weights, read with tokens (+ permutation), batches of 4."""
+def resnet18(tmp: Path, rows: int, window_samples: int = 4096) -> dict[str, float]:
+    """ResNet-18 (CIFAR stem) checkpoints of random weights: a plain memmap copy of whole rows (the same bytes in
+    one raw file) against tokens and tokens + permutation of whole rows (batches of 4), and windows of 256
+    tokens + permutation (batches of 64, sampled with replacement)."""
     manifest = Manifest.from_dict({
         "zoo": {"name": "bench-resnet18"}, "dataset": {"name": "cifar10"},
         "architecture": {"name": "resnet18"}, "training": {"epochs": 1},
         "population": {"seeds": {"start": 0, "stop": rows}}, "checkpoints": {"epochs": [1]}}, source="bench")
-    writer = random_zoo(tmp / "resnet18.zoo", manifest, group_size=4, scale=0.05)
-    width = writer.layout(writer.arch_ids[0]).size
-    out = {"resnet18_rows": rows, "resnet18_parameters": width}
-    for key, augment in (("resnet18_tokens_samples_per_s", ()), ("resnet18_tokens_permute_samples_per_s",
-                                                                 ("permute",))):
+    width = manifest.architectures["resnet18"].layout.size
+    raw = np.lib.format.open_memmap(tmp / "resnet18.npy", mode="w+", dtype=np.float32, shape=(rows, width))
+    written = [0]
+
+    def to_raw(block: np.ndarray) -> None:
+        take = min(len(block), rows - written[0])
+        raw[written[0]:written[0] + take] = block[:take]
+        written[0] += take
+
+    random_zoo(tmp / "resnet18.zoo", manifest, group_size=4, scale=0.05, on_rows=to_raw)
+    raw.flush()
+    del raw
+    out: dict[str, float] = {"resnet18_rows": rows, "resnet18_parameters": width}
+    mm = np.load(tmp / "resnet18.npy", mmap_mode="r")
+    order = np.random.default_rng(0).permutation(rows)
+    [np.array(mm[np.sort(order[i:i + 4])]) for i in range(0, rows, 4)]  # warm the page cache
+    out["resnet18_memmap_samples_per_s"] = rate(rows, lambda: [np.array(mm[np.sort(order[i:i + 4])])
+                                                               for i in range(0, rows, 4)])
+    for key, augment in (("resnet18_tokens_samples_per_s", ()),
+                         ("resnet18_tokens_permute_samples_per_s", ("permute",))):
         d = ZooDataset(tmp / "resnet18.zoo", view="tokens", augment=augment)
         loader = DataLoader(d, batch_size=4, shuffle=True, collate_fn=d.collate)
         next(iter(loader))  # warm the page cache and the tokenizer
         out[key] = rate(len(d), lambda loader=loader: [None for _ in loader])
+    d = ZooDataset(tmp / "resnet18.zoo", view="tokens", augment=("permute", "window"), windowsize=256)
+    sampler = RandomSampler(d, replacement=True, num_samples=window_samples, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(d, batch_size=64, sampler=sampler, collate_fn=d.collate)
+    next(iter(loader))
+    out["resnet18_window_permute_samples_per_s"] = rate(window_samples, lambda: [None for _ in loader])
+    memmap = out["resnet18_memmap_samples_per_s"]
+    out["resnet18_tokens_over_memmap"] = out["resnet18_tokens_samples_per_s"] / memmap
+    out["resnet18_tokens_permute_over_memmap"] = out["resnet18_tokens_permute_samples_per_s"] / memmap
     return out
 
 
@@ -133,12 +160,18 @@ def main(argv: list[str] | None = None) -> int:
                        ("loader_tokens_permute_samples_per_s", "(d) ZooDataset tokens + permute"),
                        ("stream_flat_samples_per_s", "(d) ZooStream flat"),
                        ("stream_tokens_permute_samples_per_s", "(d) ZooStream tokens + permute"),
+                       ("resnet18_memmap_samples_per_s", "ResNet-18 memmap whole rows"),
                        ("resnet18_tokens_samples_per_s", "ResNet-18 ZooDataset tokens"),
-                       ("resnet18_tokens_permute_samples_per_s", "ResNet-18 tokens + permute")):
+                       ("resnet18_tokens_permute_samples_per_s", "ResNet-18 tokens + permute"),
+                       ("resnet18_window_permute_samples_per_s", "ResNet-18 window 256 + permute")):
         if key in figures:
             print(f"{label:<36}{figures[key]:>14,.1f} samples/s")
     print(f"{'flat / memmap':<36}{figures['flat_over_memmap_ratio']:>14.2f}")
     print(f"{'flat / naive zarr':<36}{figures['flat_over_naive_zarr_ratio']:>14.1f}x")
+    for key, label in (("resnet18_tokens_over_memmap", "ResNet-18 tokens / memmap"),
+                       ("resnet18_tokens_permute_over_memmap", "ResNet-18 tokens + permute / memmap")):
+        if key in figures:
+            print(f"{label:<36}{figures[key]:>14.2f}")
     return 0
 
 

@@ -25,12 +25,12 @@ import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from zoo.errors import ZooError, allowed_text
 from zoo.store import Zoo
@@ -39,11 +39,35 @@ from .augment import check_erase, erase, noise
 from .hub import open_source
 from .normalize import Normalizer, statistics_key
 from .splits import load_split, split_models
-from .symmetry import SYMMETRIES, BatchSymmetry
-from .views import check_view, make_view, random_window
+from .symmetry import SYMMETRIES, BatchSymmetry, Draws
+from .tokens import Tokenizer
+from .views import check_view, make_view
 
 AUGMENTATIONS = (*SYMMETRIES, "noise", "erase", "window", "two_view")
 STATS_DIR = ".stats"
+#: Rows of at least this many values are tokenized straight from the store's memory maps (``Tokenizer.encode_views``).
+VIEWS_MIN_VALUES = 1 << 18
+
+
+class RawBatch(NamedTuple):
+    """Rows read by a DataLoader worker for a batch that is transformed on the device (``_Zoo.finish``)."""
+
+    idx: np.ndarray
+    rows: torch.Tensor
+
+
+class DeviceLoader:
+    """Iterates a DataLoader and completes each batch on the dataset's device (``ZooDataset.loader``)."""
+
+    def __init__(self, dataset: _Zoo, loader: DataLoader) -> None:
+        self.dataset, self.dataloader = dataset, loader
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for item in self.dataloader:
+            yield self.dataset.finish(item)
+
+    def __len__(self) -> int:
+        return len(self.dataloader)
 
 
 class _Zoo:
@@ -58,7 +82,8 @@ class _Zoo:
                  erase_scale: tuple[float, float] = (0.02, 0.33), rescale_range: float = 1.0,
                  view_options: Mapping[str, Any] | None = None,
                  storage_options: Mapping[str, Any] | None = None, verify: bool = False,
-                 hub: bool = False, revision: str | None = None) -> None:
+                 hub: bool = False, revision: str | None = None, device: str | torch.device | None = None,
+                 threads: int | None = None) -> None:
         self.zoo = open_source(store, hub=hub, revision=revision, storage_options=dict(storage_options or {}))
         check_view(view)
         bad = [a for a in augment if a not in AUGMENTATIONS]
@@ -77,6 +102,11 @@ class _Zoo:
         self.symmetry = BatchSymmetry(self.layout, self.zoo.symmetry(arch))
         self.view_name, self.view_options = view, dict(view_options or {})
         self.view = make_view(view, self.layout, spec=self.symmetry.spec, **self.view_options)
+        self.tokenizer: Tokenizer | None = self.view.owner if isinstance(self.view.owner, Tokenizer) else None
+        self.device = torch.device(device) if device is not None else None
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ZooError(f"threads: expected an integer >= 1, got {threads!r}")
+        self.threads = threads
         self.augment = tuple(augment)
         if "window" in self.augment and view != "tokens":
             raise ZooError(f"augment: 'window' cuts windows of tokens; it needs view='tokens', not {view!r}")
@@ -174,32 +204,136 @@ class _Zoo:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        del state["view"]  # closures: rebuilt from (name, options) in the worker
+        del state["view"], state["tokenizer"]  # closures: rebuilt from (name, options) in the worker
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.view = make_view(self.view_name, self.layout, spec=self.symmetry.spec, **self.view_options)
+        self.tokenizer = self.view.owner if isinstance(self.view.owner, Tokenizer) else None
 
     # --- the per-batch pipeline -------------------------------------------------------------
     def batch(self, idx: np.ndarray, rows: torch.Tensor | None = None) -> dict[str, Any]:
-        """The batch for positions ``idx`` of this selection (``rows``: their weights, if already read)."""
-        if rows is None:
+        """The batch for positions ``idx`` of this selection (``rows``: their weights, if already read).
+
+        Windows of tokens read only their own values; whole-row tokens of large models are built straight from
+        the store's memory maps; everything else reads the rows first. With ``device`` the rows (or windows)
+        are moved there and transformed there."""
+        if rows is None and (self.verify or not (self._windowed or self._from_views)):
             rows = torch.from_numpy(self.zoo.read_rows(self.arch, self.rows[idx]))
-        if self.verify:
+        if rows is not None and self.verify:
             self.zoo.check_rows(self.arch, self.rows[idx], rows.numpy())
+        if rows is not None and self.device is not None and rows.device != self.device:
+            rows = rows.to(self.device, non_blocking=True)
         codes = self.activation_codes[idx]
         generator = self.generator(idx) if self.augment else None
-        if "two_view" in self.augment:
-            out: dict[str, Any] = {"view1": self.transform(rows, codes, generator),
-                                   "view2": self.transform(rows, codes, generator)}
-        else:
-            out = self.transform(rows, codes, generator)
+        views = [self._sample(idx, rows, codes, generator) for _ in range(2 if "two_view" in self.augment else 1)]
+        out: dict[str, Any] = {"view1": views[0], "view2": views[1]} if len(views) == 2 else views[0]
         tidx = torch.from_numpy(idx)
         for name, values in self.targets.items():
             out[name] = values[tidx]
         out["model_id"] = torch.from_numpy(self.model_ids[idx])
+        if self.device is not None:
+            out = {k: _to(v, self.device) for k, v in out.items()}
         return out
+
+    def deliver(self, idx: np.ndarray, rows: torch.Tensor | None = None) -> dict[str, Any] | RawBatch:
+        """``batch``, except in a DataLoader worker of a dataset whose ``device`` is not the CPU: a worker cannot
+        use the device, so it hands the main process the read rows (``RawBatch``), or a window batch built on
+        the CPU (64 KB a sample); ``finish`` (``loader`` calls it) completes either on the device."""
+        if self.device is None or self.device.type == "cpu" or get_worker_info() is None:
+            return self.batch(idx, rows)
+        if self._windowed:
+            device, self.device = self.device, None
+            try:
+                return self.batch(idx, rows)
+            finally:
+                self.device = device
+        if rows is None:
+            rows = torch.from_numpy(self.zoo.read_rows(self.arch, self.rows[idx]))
+        return RawBatch(idx, rows)
+
+    def finish(self, item: dict[str, Any] | RawBatch) -> dict[str, Any]:
+        """A worker's output completed on ``device``: rows transformed there, or a built batch moved there."""
+        if isinstance(item, RawBatch):
+            return self.batch(np.asarray(item.idx), item.rows)
+        return {k: _to(v, self.device) for k, v in item.items()} if self.device is not None else item
+
+    def loader(self, **kwargs: Any) -> DeviceLoader:
+        """A ``DataLoader`` over this dataset (``collate_fn``, and ``batch_size=None`` for a stream, set for you;
+        ``kwargs`` as for ``DataLoader``) whose batches arrive finished on ``device``: workers read rows into
+        pinned memory, and augmentation, normalization and encoding run on the device in this process."""
+        if self.device is not None and self.device.type == "cuda":
+            kwargs.setdefault("pin_memory", True)
+        return DeviceLoader(self, self._dataloader(**kwargs))
+
+    def _dataloader(self, **kwargs: Any) -> DataLoader:
+        raise NotImplementedError
+
+    @property
+    def _windowed(self) -> bool:
+        return "window" in self.augment
+
+    @property
+    def _from_views(self) -> bool:
+        """Whole-row tokens straight from the memory maps: worth it for rows of a megabyte and more (for small
+        rows one batched gather over the read rows costs less than a loop over samples)."""
+        return (self.tokenizer is not None and self.device is None and self.layout.size >= VIEWS_MIN_VALUES
+                and self.zoo.reader(self.arch).direct)
+
+    def _sample(self, idx: np.ndarray, rows: torch.Tensor | None, codes: np.ndarray,
+                generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        if self._windowed:
+            return self._window(idx, rows, codes, generator)
+        if rows is None:
+            assert self.tokenizer is not None
+            views = self.zoo.reader(self.arch).views(self.rows[idx])
+            assert views is not None
+            threads = self.threads if self.threads is not None else torch.get_num_threads()
+            batch = self.tokenizer.encode_views(views, self._draws(codes, generator), self.normalizer, threads)
+            return self._token_noise(batch, generator)
+        return self.transform(rows, codes, generator)
+
+    def _draws(self, codes: np.ndarray, generator: torch.Generator | None,
+               needed: Mapping[str, np.ndarray] | None = None) -> Draws | None:
+        """The batch's symmetry draws, on the CPU (from ``generator``): the same whichever device applies them."""
+        symmetries = [a for a in self.augment if a in SYMMETRIES]
+        if not symmetries:
+            return None
+        return self.symmetry.draw_batch(codes, self.activation_names, generator, symmetries, self.rescale_range,
+                                        needed)
+
+    def _window(self, idx: np.ndarray, rows: torch.Tensor | None, codes: np.ndarray,
+                generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """The window starts (uniform, as ``random_window`` draws them), the draws of just the groups each window
+        touches, then only the window's values."""
+        tok = self.tokenizer
+        assert tok is not None
+        size, total = min(self.windowsize, tok.num_tokens), tok.num_tokens
+        if self.windowsize < total:
+            starts = torch.randint(0, total - size + 1, (len(idx), 1), generator=generator).view(-1)
+        else:
+            starts = torch.zeros(len(idx), dtype=torch.int64)
+        draws = self._draws(codes, generator, tok.window_groups(starts, size))
+        if rows is not None:
+            held = rows.cpu().numpy()
+            batch = tok.window(lambda at: np.take_along_axis(held, at, axis=1), starts, size, draws,
+                               self.normalizer)
+        else:
+            reader, stored = self.zoo.reader(self.arch), self.rows[idx]
+            batch = tok.window(lambda at: reader.read_elements(stored, at), starts, size, draws, self.normalizer)
+        return self._token_noise(batch, generator)
+
+    def _token_noise(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
+                     ) -> dict[str, torch.Tensor]:
+        """Noise and erasing of a token batch; padding stays zero."""
+        tokens, mask = batch["tokens"], batch["mask"]
+        device_generator = _generator_on(generator, tokens.device)
+        if "noise" in self.augment:
+            tokens = torch.where(mask, noise(tokens, self.noise_std, device_generator), tokens)
+        if "erase" in self.augment:
+            tokens = erase(tokens, self.erase_p, self.erase_scale, generator=device_generator, mask=mask)
+        return {**batch, "tokens": tokens}
 
     def _verified(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``values`` of store rows ``rows``, checked against their recorded checksums when ``verify`` is on."""
@@ -222,37 +356,24 @@ class _Zoo:
 
     def transform(self, rows: torch.Tensor, codes: np.ndarray | None = None,
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Augment (each symmetry only where the sample's activation allows it), normalize, encode.
-        Draws come from ``generator`` (one on ``rows``' device; default: torch's global one)."""
-        symmetries = [a for a in self.augment if a in SYMMETRIES]
-        if symmetries:
-            codes = np.zeros(len(rows), dtype=np.int64) if codes is None else codes
-            out = rows.clone() if len(self.activation_names) > 1 else None
-            for code, act in enumerate(self.activation_names):
-                sel = torch.from_numpy(codes == code)
-                if out is None:
-                    out = self.symmetry.random(rows, act, generator, symmetries=symmetries,
-                                               log_scale=self.rescale_range)
-                elif sel.any():
-                    out[sel] = self.symmetry.random(rows[sel], act, generator, symmetries=symmetries,
-                                                    log_scale=self.rescale_range)
-            if out is not None:  # None only without activations, i.e. without rows: nothing to augment
-                rows = out
+        """Augment (each symmetry only where the sample's activation allows it), normalize, encode, on ``rows``'
+        device. Symmetry draws come from ``generator`` (a CPU one; default: torch's global one); noise and
+        erasing draw on ``rows``' device from a generator seeded by it."""
+        codes = np.zeros(len(rows), dtype=np.int64) if codes is None else codes
+        draws = self._draws(codes, generator)
+        draws = draws.to(rows.device) if draws else None
+        if self.tokenizer is not None:
+            return self._token_noise(self.tokenizer.encode(rows, draws, self.normalizer), generator)
+        if draws:
+            rows = self.symmetry.apply(rows, draws)
         if self.normalizer is not None:
             rows = self.normalizer.apply(rows)
+        device_generator = _generator_on(generator, rows.device)
         if "noise" in self.augment:
-            rows = noise(rows, self.noise_std, generator)
-        tokens = self.view_name == "tokens"  # the one view with a token matrix (checked in __init__ for window)
-        if "erase" in self.augment and not tokens:
-            rows = erase(rows, self.erase_p, self.erase_scale, generator=generator)
-        batch = self.view.encode(rows)
-        if tokens:
-            if "erase" in self.augment:
-                batch["tokens"] = erase(batch["tokens"], self.erase_p, self.erase_scale, generator=generator,
-                                        mask=batch["mask"])
-            if "window" in self.augment:
-                batch = random_window(batch, self.windowsize, generator)
-        return batch
+            rows = noise(rows, self.noise_std, device_generator)
+        if "erase" in self.augment:
+            rows = erase(rows, self.erase_p, self.erase_scale, generator=device_generator)
+        return self.view.encode(rows)
 
     def decode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The view's inverse, then the normalization's: back to flat rows of raw weights
@@ -265,9 +386,24 @@ class _Zoo:
     @staticmethod
     def collate(batch):
         """The batch as the dataset built it (or stacked samples, for item-wise fetching)."""
-        if isinstance(batch, dict):
+        if isinstance(batch, (dict, RawBatch)):
             return batch
         return _stack(batch)
+
+
+def _generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """``generator`` itself on the CPU; elsewhere a generator on ``device`` seeded from it (CPU and CUDA
+    streams differ, so noise differs between devices; the symmetry draws, made on the CPU, do not)."""
+    if generator is None or device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
 
 
 def _stack(items: list) -> Any:
@@ -318,8 +454,11 @@ class ZooDataset(_Zoo, Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return _index(self.__getitems__([i]), 0)
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
-        return self.batch(np.asarray(indices, dtype=np.int64))
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any] | RawBatch:
+        return self.deliver(np.asarray(indices, dtype=np.int64))
+
+    def _dataloader(self, **kwargs: Any) -> DataLoader:
+        return DataLoader(self, collate_fn=self.collate, **kwargs)
 
 
 class ZooStream(_Zoo, IterableDataset):
@@ -377,7 +516,7 @@ class ZooStream(_Zoo, IterableDataset):
         """Samples this rank sees per epoch (over all its workers)."""
         return len(np.array_split(np.arange(len(self.indices)), self.world_size)[self.rank])
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[dict[str, Any] | RawBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         positions = self.part(worker, workers)
@@ -395,8 +534,9 @@ class ZooStream(_Zoo, IterableDataset):
         cache: dict[int, np.ndarray] = {}  # window -> its rows, in the window's (shuffled) order
         for b in range(0, stop, self.batch_size):
             idx = order[b:b + self.batch_size]
-            if direct:
-                rows = self.zoo.read_rows(self.arch, self.rows[idx])
+            if direct or self._windowed:  # memory maps, or windows that read only their own values
+                yield self.deliver(idx)
+                continue
             else:
                 first, last = b // size, (b + len(idx) - 1) // size
                 for w in [w for w in cache if w < first]:
@@ -408,7 +548,10 @@ class ZooStream(_Zoo, IterableDataset):
                 parts = [cache[w][max(b, w * size) - w * size:min(b + len(idx), (w + 1) * size) - w * size]
                          for w in range(first, last + 1)]
                 rows = parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
-            yield self.batch(idx, torch.from_numpy(rows))
+            yield self.deliver(idx, torch.from_numpy(rows))
+
+    def _dataloader(self, **kwargs: Any) -> DataLoader:
+        return DataLoader(self, batch_size=None, **kwargs)
 
     def num_batches(self, workers: int = 1) -> int:
         """Batches this rank yields per epoch with ``workers`` DataLoader workers (each may end on a partial

@@ -170,9 +170,7 @@ class RowReader:
 
     def read(self, rows: np.ndarray | Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
         """Rows in the order asked (repeats allowed) as a (len(rows), width) float32 array."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if rows.size and (rows.min() < 0 or rows.max() >= self.rows):
-            raise StoreError(f"{self.array.path}: rows must lie in [0, {self.rows}); got {rows.min()}..{rows.max()}")
+        rows = self._checked(rows)
         if out is None:
             out = np.empty((rows.size, self.width), dtype=np.float32)
         if not rows.size:
@@ -187,12 +185,7 @@ class RowReader:
                 raise StoreError(f"{self.array.path}: cannot read rows {uniq[0]}..{uniq[-1]} ({type(e).__name__}: "
                                  f"{e}); run `zoo verify` on the store") from e
             return np.take(block, inverse, axis=0, out=out)
-        shards, slots = np.divmod(rows, self.shard_rows)
-        offsets = self._offsets[shards, slots]
-        if (offsets == NOT_LOADED).any():
-            for shard in np.unique(shards[offsets == NOT_LOADED]).tolist():
-                self._load(shard)
-            offsets = self._offsets[shards, slots]
+        shards, offsets = self._locate(rows)
         width = self.width
         absent = offsets == ABSENT
         # runs of requested rows that are adjacent on disk too (same shard, consecutive offsets)
@@ -218,6 +211,56 @@ class RowReader:
             else:
                 np.stack(views, out=out)
         return out
+
+    def _locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard, element offset in its mapped shard or ABSENT) of every row of a local store, mapping shards
+        on first use."""
+        shards, slots = np.divmod(rows, self.shard_rows)
+        offsets = self._offsets[shards, slots]
+        if (offsets == NOT_LOADED).any():
+            for shard in np.unique(shards[offsets == NOT_LOADED]).tolist():
+                self._load(shard)
+            offsets = self._offsets[shards, slots]
+        return shards, offsets
+
+    def views(self, rows: np.ndarray | Sequence[int]) -> list[np.ndarray] | None:
+        """Each row as a read-only view into its memory-mapped shard (nothing copied: a consumer reads the bytes
+        once, where it needs them), or None where rows are not read from local memory maps. A row never
+        written is an array of the fill value."""
+        if not self.direct:
+            return None
+        rows = self._checked(rows)
+        shards, offsets = self._locate(rows)
+        width, arrays = self.width, self._arrays
+        return [arrays[sh][o:o + width] if o >= 0 else np.full(width, self.fill, dtype=np.float32)
+                for sh, o in zip(shards.tolist(), offsets.tolist())]
+
+    def read_elements(self, rows: np.ndarray | Sequence[int], positions: np.ndarray) -> np.ndarray:
+        """``out[b, j]`` = value ``positions[b, j]`` of row ``rows[b]``: a window of a large row reads only its
+        own values (local: from the memory maps; remote: one range request per cluster of positions, all issued
+        concurrently; other layouts: whole rows, then the positions)."""
+        rows = self._checked(rows)
+        positions = np.asarray(positions, dtype=np.int64).reshape(rows.size, -1)
+        if positions.size and (positions.min() < 0 or positions.max() >= self.width):
+            raise StoreError(f"{self.array.path}: positions must lie in [0, {self.width})")
+        out = np.empty(positions.shape, dtype=np.float32)
+        if self.remote is not None:
+            return self._read_elements_remote(rows, positions, out)
+        if not self.direct:
+            return np.take_along_axis(self.read(rows), positions, axis=1)
+        shards, offsets = self._locate(rows)
+        for b, (sh, o) in enumerate(zip(shards.tolist(), offsets.tolist())):
+            if o >= 0:
+                np.take(self._arrays[sh], positions[b] + o, out=out[b])
+            else:
+                out[b] = self.fill
+        return out
+
+    def _checked(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.rows):
+            raise StoreError(f"{self.array.path}: rows must lie in [0, {self.rows}); got {rows.min()}..{rows.max()}")
+        return rows
 
     # --- remote stores: byte ranges of shard objects ------------------------------------------------
     def _remote_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -300,6 +343,50 @@ class RowReader:
         return np.take(block, inverse, axis=0, out=out)
 
 
+    def _remote_offsets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shards, slots = np.divmod(rows, self.shard_rows)
+        offsets = self._offsets[shards, slots]
+        if (offsets == NOT_LOADED).any():
+            self._load_remote(np.unique(shards[offsets == NOT_LOADED]).tolist(), whole=False)
+            offsets = self._offsets[shards, slots]
+        return shards, offsets
+
+    def _read_elements_remote(self, rows: np.ndarray, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
+        shards, offsets = self._remote_offsets(rows)
+        gap = REMOTE_MAX_GAP // 16 // 4  # elements: windows are small, so close values share a request
+        requests = []  # (sample, positions wanted, run start, run stop) per range request
+        for b in range(rows.size):
+            if offsets[b] < 0:
+                out[b] = self.fill
+                continue
+            wanted = np.unique(positions[b])
+            brk = np.flatnonzero(np.diff(wanted) > gap) + 1
+            for run in np.split(wanted, brk):
+                requests.append((b, int(run[0]), int(run[-1]) + 1))
+        if not requests:
+            return out
+        fs, _ = self._remote_fs()
+        paths = [self._remote_path(int(shards[b])) for b, _, _ in requests]
+        lo = [4 * (int(offsets[b]) + a) for b, a, _ in requests]
+        hi = [4 * (int(offsets[b]) + z) for b, _, z in requests]
+        blobs = fs.cat_ranges(paths, lo, hi, on_error="return")
+        pieces: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for (b, a, z), path, blob in zip(requests, paths, blobs):
+            if isinstance(blob, BaseException):
+                raise StoreError(f"shard {path}: cannot read bytes {4 * a}.. ({type(blob).__name__}: {blob})"
+                                 ) from blob
+            if len(blob) != 4 * (z - a):
+                raise StoreError(f"shard {path}: {len(blob)} bytes, expected {4 * (z - a)} (truncated?)")
+            pieces.setdefault(b, []).append((a, np.frombuffer(blob, dtype="<f4")))
+        for b, parts in pieces.items():
+            starts = np.array([a for a, _ in parts])
+            which = np.searchsorted(starts, positions[b], side="right") - 1
+            flat = np.concatenate([data for _, data in parts])
+            base = np.cumsum([0] + [len(data) for _, data in parts])[:-1]
+            out[b] = flat[base[which] + positions[b] - starts[which]]
+        return out
+
+
 # --- checksums on read ----------------------------------------------------------------------------------
 def row_checksums(rows: np.ndarray) -> np.ndarray:
     """``zlib.crc32`` of each row's little-endian float32 bytes (the metadata's ``crc32`` column), as int64."""
@@ -324,22 +411,37 @@ def check_rows(values: np.ndarray, expected: np.ndarray, describe: Callable[[int
                          "the store")
 
 
+def shard_parts(rows: np.ndarray, shard_rows: int) -> tuple[memoryview, bytes] | None:
+    """The shard whose first ``len(rows)`` slots hold ``rows`` (the other slots: the fill value 0), as two buffers
+    to write one after the other: the present rows, then the index and its crc32c. ``rows`` is used in place when
+    every row is present (no copy); ``None`` means zarr would write no shard file at all (every slot the fill
+    value). The bytes are ``encode_shard``'s."""
+    import google_crc32c  # zarr's own dependency for the index checksum
+
+    rows = np.ascontiguousarray(rows, dtype="<f4")
+    n = len(rows)
+    if n > shard_rows:
+        raise ValueError(f"{n} rows do not fit a shard of {shard_rows}")
+    present = rows.view("<u4").any(axis=1)  # False where every value is +0.0 bit for bit, as zarr compares
+    kept = int(present.sum())
+    if not kept:
+        return None
+    nbytes = rows.shape[1] * 4
+    index = np.full((shard_rows, 2), EMPTY, dtype="<u8")
+    index[:n][present, 0] = np.arange(kept, dtype=np.uint64) * np.uint64(nbytes)
+    index[:n][present, 1] = nbytes
+    index_bytes = index.tobytes()
+    checksum = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
+    data = rows if kept == n else rows[present]
+    return data.data.cast("B"), index_bytes + checksum
+
+
 def encode_shard(block: np.ndarray) -> bytes | None:
     """One whole shard of 1-row inner chunks, byte for byte as zarr's ``sharding_indexed`` codec writes it (the
     layout ``fast_path_ok`` accepts): the present rows in order, then the index of (offset, nbytes) pairs and its
-    crc32c. A row equal to the fill value (0.0) is left out (index entry empty), as zarr does without
-    ``write_empty_chunks``; ``None`` means zarr would write no shard file at all. Encoding here costs one copy,
-    where zarr's async codec pipeline costs tens of milliseconds per shard (``benchmarks/store.py``)."""
-    import google_crc32c  # zarr's own dependency for the index checksum
-
-    block = np.ascontiguousarray(block, dtype="<f4")
-    present = ~np.all(block == 0, axis=1)
-    if not present.any():
-        return None
-    nbytes = block.shape[1] * 4
-    index = np.full((len(block), 2), EMPTY, dtype="<u8")
-    index[present, 0] = np.arange(int(present.sum()), dtype=np.uint64) * np.uint64(nbytes)
-    index[present, 1] = nbytes
-    index_bytes = index.tobytes()
-    checksum = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
-    return block[present].tobytes() + index_bytes + checksum
+    crc32c. A row equal to the fill value (+0.0 bit for bit; a row of -0.0 is kept) is left out (index entry
+    empty), as zarr does without ``write_empty_chunks``; ``None`` means zarr would write no shard file at all.
+    Encoding here costs one copy, where zarr's async codec pipeline costs tens of milliseconds per shard
+    (``benchmarks/store.py``); the writer uses ``shard_parts``, which skips even that copy."""
+    parts = shard_parts(block, len(block))
+    return None if parts is None else b"".join(parts)
