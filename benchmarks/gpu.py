@@ -7,7 +7,10 @@ Prints a table and writes the same figures as JSON (``--json-out``):
 2. the MNIST Seed zoo (``manifests/modelzoo/mnist-seed.toml``: 1,000 cnn-s x 50 epochs, 5,000 steps per epoch)
    extrapolated from a measured slice: all 1,000 models as one population for ``--seed-steps`` steps, plus one
    checkpoint evaluation (train 50,000 / val 10,000 / test 10,000 images) and the unit writes;
-3. ResNet-18 (CIFAR stem) images/s at K=1 and the best K, in fp32 and bf16-mixed.
+3. ResNet-18 (CIFAR stem) images/s at K=1 and the best K, in fp32 and bf16-mixed;
+4. the loader on ResNet-18 checkpoints: tokens + permutation + rescaling + normalization of whole rows with
+   ``device=`` (workers read raw rows into pinned memory; the transform runs on the GPU) against the same on the
+   CPU workers, and windows of 256 tokens, samples/s.
 
 ``--smoke`` runs every part at toy sizes on whatever device is there (the CPU here), so the script is tested
 before a device is lent.
@@ -28,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from builder import population_rate, sequential_rate, sync, synthetic  # noqa: E402
+from loader import resnet18_store  # noqa: E402
 
 from builders.data import ImageData  # noqa: E402
 from builders.devices import device_name, resolve_device  # noqa: E402
@@ -122,13 +126,46 @@ def resnet18(device: torch.device, sizes: list[int], steps: int, batch: int) -> 
     return out
 
 
+def loader(device: torch.device, rows: int, batch: int, workers: int, epochs: int) -> dict:
+    """ResNet-18 checkpoints through ``ZooDataset`` on ``device`` and on the CPU workers, samples/s."""
+    from loaders import ZooDataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="zoo-gpu-loader-"))
+    store = resnet18_store(tmp, rows)
+    options = {"view": "tokens", "augment": ("permute", "rescale"), "normalize": True}
+    out: dict = {"rows": rows, "batch": batch, "workers": workers}
+    for key, ds in (("resnet18_tokens_permute_rescale_device_samples_per_s", ZooDataset(store, device=device,
+                                                                                          **options)),
+                    ("resnet18_tokens_permute_rescale_cpu_workers_samples_per_s", ZooDataset(store, **options))):
+        batches = ds.loader(batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+        next(iter(batches))  # warm: workers started, statistics fitted, page cache filled
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            ds.set_epoch(epoch)
+            for _ in batches:
+                pass
+        sync(device)
+        out[key] = epochs * len(ds) / (time.perf_counter() - start)
+        print(f"  ResNet-18 loader {key.split('_samples')[0][9:]:<40}{out[key]:>10,.1f} samples/s", flush=True)
+    window = ZooDataset(store, device=device, windowsize=256, **{**options, "augment": ("permute", "window")})
+    batches = window.loader(batch_size=256, num_workers=workers, sampler=torch.utils.data.RandomSampler(
+        window, replacement=True, num_samples=256 * 20))
+    start = time.perf_counter()
+    seen = sum(len(b["tokens"]) for b in batches)
+    sync(device)
+    out["resnet18_window_permute_device_samples_per_s"] = seen / (time.perf_counter() - start)
+    print(f"  ResNet-18 loader window 256 + permute on the device     "
+          f"{out['resnet18_window_permute_device_samples_per_s']:>10,.1f} samples/s", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--seed-steps", type=int, default=300, help="steps of the measured MNIST Seed slice")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on any device (tests the script)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: sweep, seed, resnet")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: sweep, seed, resnet, loader")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     skip = set(filter(None, args.skip.split(",")))
@@ -145,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     if "resnet" not in skip:
         figures["resnet18"] = (resnet18(device, [1, 2], 2, 8) if args.smoke else
                                resnet18(device, [1, 2, 4, 8, 16], 20, 256))
+    if "loader" not in skip:
+        figures["loader"] = (loader(device, 4, 2, 0, 1) if args.smoke else loader(device, 64, 8, 8, 2))
     figures["seconds"] = time.perf_counter() - t0
     print(json.dumps(figures, indent=2, default=str))
     if args.json_out:

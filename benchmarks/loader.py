@@ -41,35 +41,44 @@ def rate(n: int, fn) -> float:
     return n / (time.perf_counter() - start)
 
 
-def resnet18(tmp: Path, rows: int, window_samples: int = 4096) -> dict[str, float]:
-    """ResNet-18 (CIFAR stem) checkpoints of random weights: a plain memmap copy of whole rows (the same bytes in
-    one raw file) against tokens and tokens + permutation of whole rows (batches of 4), and windows of 256
-    tokens + permutation (batches of 64, sampled with replacement)."""
+def resnet18_store(tmp: Path, rows: int, raw: Path | None = None) -> Path:
+    """A store of ``rows`` ResNet-18 (CIFAR stem) checkpoints of random weights; ``raw``: the same rows as one
+    .npy file too."""
     manifest = Manifest.from_dict({
         "zoo": {"name": "bench-resnet18"}, "dataset": {"name": "cifar10"},
         "architecture": {"name": "resnet18"}, "training": {"epochs": 1},
         "population": {"seeds": {"start": 0, "stop": rows}}, "checkpoints": {"epochs": [1]}}, source="bench")
     width = manifest.architectures["resnet18"].layout.size
-    raw = np.lib.format.open_memmap(tmp / "resnet18.npy", mode="w+", dtype=np.float32, shape=(rows, width))
+    copy = None if raw is None else np.lib.format.open_memmap(raw, mode="w+", dtype=np.float32, shape=(rows, width))
     written = [0]
 
     def to_raw(block: np.ndarray) -> None:
-        take = min(len(block), rows - written[0])
-        raw[written[0]:written[0] + take] = block[:take]
-        written[0] += take
+        if copy is not None:
+            take = min(len(block), rows - written[0])
+            copy[written[0]:written[0] + take] = block[:take]
+            written[0] += take
 
     random_zoo(tmp / "resnet18.zoo", manifest, group_size=4, scale=0.05, on_rows=to_raw)
-    raw.flush()
-    del raw
-    out: dict[str, float] = {"resnet18_rows": rows, "resnet18_parameters": width}
+    if copy is not None:
+        copy.flush()
+    return tmp / "resnet18.zoo"
+
+
+def resnet18(tmp: Path, rows: int, window_samples: int = 4096) -> dict[str, float]:
+    """ResNet-18 (CIFAR stem) checkpoints of random weights: a plain memmap copy of whole rows (the same bytes in
+    one raw file) against tokens and tokens + permutation of whole rows (batches of 4), and windows of 256
+    tokens + permutation (batches of 64, sampled with replacement)."""
+    resnet18_store(tmp, rows, tmp / "resnet18.npy")
     mm = np.load(tmp / "resnet18.npy", mmap_mode="r")
+    out: dict[str, float] = {"resnet18_rows": rows, "resnet18_parameters": mm.shape[1]}
     order = np.random.default_rng(0).permutation(rows)
     [np.array(mm[np.sort(order[i:i + 4])]) for i in range(0, rows, 4)]  # warm the page cache
     out["resnet18_memmap_samples_per_s"] = rate(rows, lambda: [np.array(mm[np.sort(order[i:i + 4])])
                                                                for i in range(0, rows, 4)])
-    for key, augment in (("resnet18_tokens_samples_per_s", ()),
-                         ("resnet18_tokens_permute_samples_per_s", ("permute",))):
-        d = ZooDataset(tmp / "resnet18.zoo", view="tokens", augment=augment)
+    for key, augment, threads in (("resnet18_tokens_samples_per_s", (), 1),
+                                  ("resnet18_tokens_permute_samples_per_s", ("permute",), 1),
+                                  ("resnet18_tokens_permute_2_threads_samples_per_s", ("permute",), 2)):
+        d = ZooDataset(tmp / "resnet18.zoo", view="tokens", augment=augment, threads=threads)
         loader = DataLoader(d, batch_size=4, shuffle=True, collate_fn=d.collate)
         next(iter(loader))  # warm the page cache and the tokenizer
         out[key] = rate(len(d), lambda loader=loader: [None for _ in loader])
@@ -163,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("resnet18_memmap_samples_per_s", "ResNet-18 memmap whole rows"),
                        ("resnet18_tokens_samples_per_s", "ResNet-18 ZooDataset tokens"),
                        ("resnet18_tokens_permute_samples_per_s", "ResNet-18 tokens + permute"),
+                       ("resnet18_tokens_permute_2_threads_samples_per_s", "ResNet-18 tokens + permute, 2 threads"),
                        ("resnet18_window_permute_samples_per_s", "ResNet-18 window 256 + permute")):
         if key in figures:
             print(f"{label:<36}{figures[key]:>14,.1f} samples/s")

@@ -40,13 +40,13 @@ from .hub import open_source
 from .normalize import Normalizer, statistics_key
 from .splits import load_split, split_models
 from .symmetry import SYMMETRIES, BatchSymmetry, Draws
-from .tokens import Tokenizer
+from .tokens import PER_SAMPLE_MIN_VALUES, Tokenizer
 from .views import check_view, make_view
 
 AUGMENTATIONS = (*SYMMETRIES, "noise", "erase", "window", "two_view")
 STATS_DIR = ".stats"
 #: Rows of at least this many values are tokenized straight from the store's memory maps (``Tokenizer.encode_views``).
-VIEWS_MIN_VALUES = 1 << 18
+VIEWS_MIN_VALUES = PER_SAMPLE_MIN_VALUES
 
 
 class RawBatch(NamedTuple):
@@ -241,7 +241,7 @@ class _Zoo:
         """``batch``, except in a DataLoader worker of a dataset whose ``device`` is not the CPU: a worker cannot
         use the device, so it hands the main process the read rows (``RawBatch``), or a window batch built on
         the CPU (64 KB a sample); ``finish`` (``loader`` calls it) completes either on the device."""
-        if self.device is None or self.device.type == "cpu" or get_worker_info() is None:
+        if self._worker_transforms or get_worker_info() is None:
             return self.batch(idx, rows)
         if self._windowed:
             device, self.device = self.device, None
@@ -252,6 +252,11 @@ class _Zoo:
         if rows is None:
             rows = torch.from_numpy(self.zoo.read_rows(self.arch, self.rows[idx]))
         return RawBatch(idx, rows)
+
+    @property
+    def _worker_transforms(self) -> bool:
+        """Whether a DataLoader worker can transform batches itself (its device is the CPU)."""
+        return self.device is None or self.device.type == "cpu"
 
     def finish(self, item: dict[str, Any] | RawBatch) -> dict[str, Any]:
         """A worker's output completed on ``device``: rows transformed there, or a built batch moved there."""
@@ -278,7 +283,7 @@ class _Zoo:
     def _from_views(self) -> bool:
         """Whole-row tokens straight from the memory maps: worth it for rows of a megabyte and more (for small
         rows one batched gather over the read rows costs less than a loop over samples)."""
-        return (self.tokenizer is not None and self.device is None and self.layout.size >= VIEWS_MIN_VALUES
+        return (self.tokenizer is not None and self._worker_transforms and self.layout.size >= VIEWS_MIN_VALUES
                 and self.zoo.reader(self.arch).direct)
 
     def _sample(self, idx: np.ndarray, rows: torch.Tensor | None, codes: np.ndarray,
@@ -446,6 +451,10 @@ class ZooDataset(_Zoo, Dataset):
             ``.stats/``), a saved statistics file, or a ``Normalizer``; ``decode`` inverts it.
         verify: check every row read against its recorded crc32; a damaged one raises a ``StoreError`` naming
             the model and epoch (default: as the store was opened, ``zoo.open(path, verify=...)``).
+        device: where augmentation, normalization and encoding run; rows travel there as raw float32. With
+            DataLoader workers and a GPU, iterate ``loader(...)`` (workers read, this process transforms).
+        threads: samples encoded at once for whole-row tokens of large rows (default
+            ``torch.get_num_threads()``).
     """
 
     def __len__(self) -> int:

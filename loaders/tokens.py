@@ -34,6 +34,10 @@ from zoo.layout import Layout
 from .normalize import Normalizer
 from .symmetry import BatchSymmetry, Draws, TensorPlan, empty
 
+#: CPU rows of at least this many values are encoded sample by sample (``encode_views``: a block gather per
+#: tensor and sample beats one batched advanced-indexing gather), smaller ones as one batch (fewer calls).
+PER_SAMPLE_MIN_VALUES = 1 << 18
+
 
 @dataclass(frozen=True)
 class _Part:
@@ -143,6 +147,8 @@ class Tokenizer:
         ``positions`` (B, T, 3). ``mask`` and ``positions`` are expanded views, the same for every sample.
         ``draws`` (on ``rows``' device) and ``normalizer`` are applied per tensor on the way."""
         batch, dev = rows.shape[0], rows.device
+        if dev.type == "cpu" and rows.dtype == torch.float32 and rows.shape[1] >= PER_SAMPLE_MIN_VALUES:
+            return self.encode_views(list(rows), draws, normalizer, torch.get_num_threads())
         draws = draws or Draws(batch)
         tokens, views = self._buffer(batch, rows.dtype, dev)
         samples = torch.arange(batch, device=dev).view(batch, 1)

@@ -62,3 +62,21 @@ def test_population_is_sized_from_device_memory():
     spec = _specs({"name": "cnn-s"}, {"optimizer": "adam"}, [1])[0]
     k, why = population_size(spec.architecture, dict(spec.training), torch.device("cuda"))
     assert k > CPU_POPULATION_MODELS and "GiB free" in why
+
+
+@pytest.mark.parametrize("view", ["tokens", "flat", "nfn"])
+def test_loader_transforms_on_the_device_equal_the_cpu(filled, view):
+    from loaders import ZooDataset
+
+    writer, _ = filled
+    options = {"view": view, "augment": ("permute", "rescale", "signflip"), "normalize": True, "seed": 4}
+    cpu = ZooDataset(writer.url, **options)
+    gpu = ZooDataset(writer.url, device="cuda", **options)
+    expected = list(torch.utils.data.DataLoader(cpu, batch_size=4, collate_fn=cpu.collate))
+    got = list(gpu.loader(batch_size=4, num_workers=2))
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].device.type == "cuda"
+            torch.testing.assert_close(a[key].cpu(), b[key], rtol=1e-6, atol=1e-6)  # the same draws, made on the CPU

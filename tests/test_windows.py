@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import fill_units, tiny_manifest
 from test_architectures import SHAPES
+from torch.utils.data import DataLoader
 
+import loaders.dataset as dataset_module
+import zoo
+from loaders import ZooDataset, ZooStream
+from loaders.dataset import RawBatch
 from loaders.normalize import Normalizer
 from loaders.symmetry import BatchSymmetry
 from loaders.tokens import Tokenizer
@@ -99,3 +105,95 @@ def test_window_reads_only_the_tokens_it_returns():
     expected = tok.encode(rows, draws)["tokens"]
     assert torch.equal(out["tokens"][0], expected[0, :256])
     assert torch.equal(out["tokens"][1], expected[1, -256:])
+
+
+# --- through the datasets -------------------------------------------------------------------------------
+
+WINDOW = {"view": "tokens", "view_options": {"tokensize": 4}, "windowsize": 5, "seed": 3,
+          "augment": ("permute", "rescale", "signflip", "window"), "targets": ("epoch",)}
+
+
+def _twin_stores(tmp_path, **overrides):
+    """The same zoo (relu and tanh MLPs) written locally and behind an fsspec URL (ranged remote reads)."""
+    urls = []
+    for url in (tmp_path / "local.zoo", f"memory://{tmp_path.name}/remote.zoo"):
+        writer = zoo.create(url, tiny_manifest(**overrides), group_size=4)
+        fill_units(writer, writer.plan.units)
+        urls.append(writer.url)
+    return urls
+
+
+def _no_row_reads(ds):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a window batch read whole rows")
+    ds.zoo.reader(ds.arch).read = refuse
+
+
+def _equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataset_windows_read_only_their_values_locally_and_remotely(tmp_path):
+    local, remote = _twin_stores(tmp_path)
+    datasets = [ZooDataset(local, **WINDOW), ZooDataset(remote, **WINDOW), ZooDataset(local, verify=True, **WINDOW)]
+    assert datasets[0].zoo.reader(datasets[0].arch).direct and datasets[1].zoo.reader(datasets[1].arch).remote
+    assert len(datasets[0].activation_names) == 2  # relu rescales, tanh flips signs
+    for ds in datasets[:2]:
+        _no_row_reads(ds)
+    idx = list(range(len(datasets[0])))[::3]
+    batches = [ds.__getitems__(idx) for ds in datasets]  # the third reads (and checks) whole rows
+    assert batches[0]["tokens"].shape == (len(idx), 5, 4)
+    assert _equal(batches[0], batches[1]) and _equal(batches[0], batches[2])
+    assert not _equal(batches[0], datasets[0].__getitems__(idx[::-1]))  # other positions, other draws
+    datasets[0].set_epoch(1)
+    assert not torch.equal(datasets[0].__getitems__(idx)["tokens"], batches[0]["tokens"])
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_stream_windows_equal_the_dataset_windows(tmp_path, where):
+    local, remote = _twin_stores(tmp_path)
+    url = local if where == "local" else remote
+    stream = ZooStream(url, batch_size=4, shuffle=False, **WINDOW)
+    _no_row_reads(stream)
+    reference = ZooDataset(local, **WINDOW)
+    order = stream.epoch_order()
+    batches = list(stream)
+    assert len(batches) == stream.num_batches()
+    for i, batch in enumerate(batches):
+        assert _equal(batch, reference.__getitems__(order[4 * i:4 * i + 4]))
+
+
+def test_large_rows_are_tokenized_from_the_memory_maps(tmp_path, monkeypatch):
+    # MLP rows of 328,458 values: above VIEWS_MIN_VALUES, so whole-row tokens come from the shard maps
+    url = _twin_stores(tmp_path, architecture__hidden=[1024, 256])[0]
+    options = {"view": "tokens", "augment": ("permute", "rescale", "signflip"), "normalize": True, "seed": 1}
+    ds = ZooDataset(url, **options)
+    assert ds._from_views and ds.layout.size >= dataset_module.VIEWS_MIN_VALUES
+    _no_row_reads(ds)
+    idx = [0, 5, 9, 2]
+    fused = ds.__getitems__(idx)
+    for threads in (2,):
+        assert _equal(ZooDataset(url, threads=threads, **options).__getitems__(idx), fused)
+    monkeypatch.setattr(dataset_module, "VIEWS_MIN_VALUES", 1 << 40)  # read the rows, then transform them
+    rows_first = ZooDataset(url, **options)
+    assert not rows_first._from_views
+    assert _equal(rows_first.__getitems__(idx), fused)
+
+
+def test_device_loader_finishes_batches_where_the_learner_is(filled, monkeypatch):
+    writer, _ = filled
+    options = {"view": "tokens", "view_options": {"tokensize": 8}, "augment": ("permute", "rescale"),
+               "normalize": True}
+    plain = ZooDataset(writer.url, **options)
+    on_cpu = ZooDataset(writer.url, device="cpu", **options)
+    expected = list(DataLoader(plain, batch_size=4, collate_fn=plain.collate))
+    got = list(on_cpu.loader(batch_size=4, num_workers=2))
+    assert len(got) == len(expected) and all(_equal(a, b) for a, b in zip(got, expected))
+    # a worker of a dataset on another device hands over the rows; the main process finishes them
+    monkeypatch.setattr(dataset_module, "get_worker_info", lambda: object())
+    monkeypatch.setattr(ZooDataset, "_worker_transforms", property(lambda self: False))
+    raw = on_cpu.__getitems__([0, 1, 2, 3])
+    assert isinstance(raw, RawBatch) and raw.rows.shape == (4, on_cpu.layout.size)
+    assert _equal(on_cpu.finish(raw), expected[0])
+    with pytest.raises(zoo.ZooError, match="threads: expected an integer >= 1, got 0"):
+        ZooDataset(writer.url, threads=0)
