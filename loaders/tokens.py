@@ -19,6 +19,7 @@ produce the same tokens bit for bit, given the same draws (tested):
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,7 +116,7 @@ class Tokenizer:
             mask[m.token:m.token + m.channels * m.tokens_per_channel].view(m.channels, m.row)[:, :m.width] = True
         self.mask = mask
         self._slots: _Slots | None = None  # window tables, built on first use
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None  # ((pid, threads), pool)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -210,9 +211,11 @@ class Tokenizer:
                         _normalize_(dst, normalizer, plan.index)
 
         if threads > 1 and batch > 1:
-            if self._pool is None or self._pool._max_workers != threads:  # noqa: SLF001 (no public getter)
-                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="weightzoo-tokens")
-            list(self._pool.map(one, range(batch)))
+            # a pool made before a fork has no threads in the child (a DataLoader worker): make one per process
+            if self._pool is None or self._pool[0] != (os.getpid(), threads):
+                pool = ThreadPoolExecutor(threads, thread_name_prefix="weightzoo-tokens")
+                self._pool = ((os.getpid(), threads), pool)
+            list(self._pool[1].map(one, range(batch)))
         else:
             for b in range(batch):
                 one(b)
