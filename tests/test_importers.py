@@ -3,15 +3,21 @@
 Model Zoos fixtures are Ray Tune trial folders holding state dicts of a ``module_list`` CNN written as the
 published zoos' (dropout modules shift the layer indices); Small CNN Zoo fixtures hold Keras-ordered rows
 (kernels (kh, kw, in, out), each bias before its kernel) and are checked against an independent NHWC
-forward pass that reads those Keras tensors directly.
+forward pass that reads those Keras tensors directly. The fixture writers are ``benchmarks/importers.py``'s,
+which times the importers on larger fixtures of the same kind.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import importlib.util
+import io
 import json
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,98 +27,37 @@ import torch
 from torch import nn
 
 import zoo
-from builders.importers import import_modelzoo, import_smallcnnzoo
+from builders.importers import import_modelzoo, import_smallcnnzoo, statedicts, torchfile
 from builders.importers import modelzoo as mz
+from builders.importers.workers import Workers
 from loaders import ZooDataset
 from zoo.cli import IMPORTERS, main
 from zoo.errors import ManifestError, ZooError
 from zoo.manifest import Manifest
 from zoo.plan import Plan
 
-# --- Model Zoos fixtures --------------------------------------------------------------------------------
-ACTS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "leakyrelu": nn.LeakyReLU}
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("weightzoo_benchmarks_importers",
+                                                  Path(__file__).parents[1] / "benchmarks" / "importers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-class ModuleListCNN(nn.Module):
-    """CNN-s as the Model Zoos define it: one ModuleList; Dropout only when the rate is > 0."""
-
-    def __init__(self, nlin: str, dropout: float) -> None:
-        super().__init__()
-        drop = [nn.Dropout(dropout)] if dropout > 0 else []
-        act = ACTS[nlin]
-        self.module_list = nn.ModuleList([
-            nn.Conv2d(1, 8, 5), nn.MaxPool2d(2, 2), act(), *drop,
-            nn.Conv2d(8, 6, 5), nn.MaxPool2d(2, 2), act(), *drop,
-            nn.Conv2d(6, 4, 2), act(), nn.Flatten(),
-            nn.Linear(36, 20), act(), *drop,
-            nn.Linear(20, 10)])
-
-    def forward(self, x):
-        for layer in self.module_list:
-            x = layer(x)
-        return x
+fixtures = _benchmark_module()
+# the fixture writers (tests/test_readme.py takes write_smallcnnzoo from here)
+TRIALS, trial_params, write_modelzoo, module_list_cnn = (fixtures.TRIALS, fixtures.trial_params,
+                                                         fixtures.write_modelzoo, fixtures.module_list_cnn)
+RUNS, STEPS, KERAS_VARS, keras_params, keras_row, write_smallcnnzoo = (
+    fixtures.RUNS, fixtures.STEPS, fixtures.KERAS_VARS, fixtures.keras_params, fixtures.keras_row,
+    fixtures.write_smallcnnzoo)
 
 
-TRIALS = [  # (seed, nlin, dropout, lr)
-    (11, "tanh", 0.0, 1e-3),
-    (12, "tanh", 0.5, 1e-3),
-    (13, "relu", 0.0, 3e-3),
-    (14, "leakyrelu", 0.5, 1e-3),
-]
-
-
-def trial_params(seed, nlin, dropout, lr, epochs=2):
-    return {"model::type": "CNN", "model::channels_in": 1, "model::o_dim": 10, "model::nlin": nlin,
-            "model::dropout": dropout, "model::init_type": "uniform", "model::use_bias": False,
-            "optim::optimizer": "adam", "optim::lr": lr, "optim::wd": 1e-3, "optim::momentum": 0.9,
-            "seed": seed, "training::batchsize": 10, "training::epochs_train": epochs, "training::start_epoch": 1,
-            "cuda": False, "dataset::dump": "/data/zoos/MNIST/dataset.pt"}
-
-
-def write_modelzoo(root: Path, trials=TRIALS, epochs: int = 2) -> dict:
-    """Ray Tune trial folders; returns {trial name: {"params", "states": {epoch: sd}, "results": {epoch: line}}}."""
-    root.mkdir(parents=True)
-    (root / "config.json").write_text("{}")  # experiment-level files beside the trials are ignored
-    (root / "readme.md").write_text("")
-    out = {}
-    for k, (seed, nlin, dropout, lr) in enumerate(trials):
-        name = f"NN_tune_trainable_4f2a1_{k:05d}_{k}_seed={seed}"
-        folder = root / name
-        folder.mkdir()
-        params = trial_params(seed, nlin, dropout, lr, epochs)
-        (folder / "params.json").write_text(json.dumps(params))
-        torch.manual_seed(seed)
-        model = ModuleListCNN(nlin, dropout)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        rng = np.random.default_rng(seed)
-        states, lines = {}, []
-        for epoch in range(epochs + 1):
-            if epoch > 0:  # a step of training on random data, so every epoch's weights differ
-                x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-            ckpt = folder / f"checkpoint_{epoch:06d}"
-            ckpt.mkdir()
-            sd = {k: v.clone() for k, v in model.state_dict().items()}
-            torch.save(sd, ckpt / "checkpoints")
-            torch.save({}, ckpt / "optimizer")
-            states[epoch] = sd
-            line = {"train_loss": -999 if epoch == 0 else float(rng.uniform(0.5, 2)),
-                    "train_acc": -999 if epoch == 0 else float(rng.uniform()),
-                    "test_loss": float(rng.uniform(0.5, 2)), "test_acc": float(rng.uniform()),
-                    "val_loss": float(rng.uniform(0.5, 2)), "val_acc": float(rng.uniform()),
-                    "training_iteration": epoch, "time_total_s": 1.5 * epoch, "trial_id": "4f2a1",
-                    "config": params}
-            lines.append(line)
-        (folder / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-        out[name] = {"params": params, "states": states, "results": {x["training_iteration"]: x for x in lines},
-                     "nlin": nlin, "dropout": dropout}
-    return out
-
-
+# --- Model Zoos -------------------------------------------------------------------------------------------------
 def reference_module(trial: dict, epoch: int) -> nn.Module:
-    model = ModuleListCNN(trial["nlin"], trial["dropout"])
+    model = module_list_cnn(trial["nlin"], trial["dropout"])
     model.load_state_dict(trial["states"][epoch])
     return model.eval()
 
@@ -303,22 +248,233 @@ def test_a_failure_while_writing_removes_the_new_store_and_a_rerun_resumes(mzdir
     src, _ = mzdir
     store = tmp_path / "mz.zoo"
     calls = []
-    original = mz.ModelZooSource.rows
+    original = mz.read_rows
 
-    def failing(self, sources, epoch):
-        calls.append(epoch)
+    def failing(spec, files):
+        calls.append(files)
         if len(calls) == 3:
             raise OSError("disk full")
-        return original(self, sources, epoch)
+        return original(spec, files)
 
-    monkeypatch.setattr(mz.ModelZooSource, "rows", failing)
+    monkeypatch.setattr(mz, "read_rows", failing)
     with pytest.raises(OSError, match="disk full"):
-        import_modelzoo(src, store, dataset="mnist")
+        import_modelzoo(src, store, dataset="mnist", workers=1)
     assert not store.exists() and len(calls) == 3
-    monkeypatch.setattr(mz.ModelZooSource, "rows", original)
+    monkeypatch.setattr(mz, "read_rows", original)
     first = import_modelzoo(src, store, dataset="mnist")
     again = import_modelzoo(src, store, dataset="mnist")  # everything committed: nothing to redo
     assert again.units_written == 0 and again.units_skipped == first.units_written > 0
+
+
+def store_contents(path: Path, ignore: tuple[str, ...] = ()) -> tuple[dict, dict, list]:
+    """Everything a store holds but its creation time (and the ``ignore`` metadata columns): weights (bit
+    patterns), attributes, metadata rows."""
+    z = zoo.open(path)
+    weights = {arch: np.asarray(z.weights(arch)[:]).view(np.uint32) for arch in z.attrs["architectures"]}
+    attrs = {k: v for k, v in z.attrs.items() if k != "created"}
+    rows = [{k: v for k, v in r.items() if k not in ignore} for r in z.metadata.to_pylist()]
+    return weights, attrs, sorted(rows, key=lambda r: r["row"])
+
+
+def assert_same_store(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> None:
+    (wa, aa, ma), (wb, ab, mb) = store_contents(a, ignore), store_contents(b, ignore)
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert aa == ab and ma == mb
+
+
+def test_parallel_import_writes_the_same_store_as_one_worker(mzdir, tmp_path):
+    src, trials = mzdir
+    one = import_modelzoo(src, tmp_path / "one.zoo", dataset="mnist", group_size=2, workers=1)
+    two = import_modelzoo(src, tmp_path / "two.zoo", dataset="mnist", group_size=2, workers=2)
+    assert (one.workers, two.workers, two.units_written, two.checkpoints) == (1, 2, 6, 12)
+    assert_same_store(tmp_path / "one.zoo", tmp_path / "two.zoo")
+    assert zoo.verify(tmp_path / "two.zoo").ok
+    z = zoo.open(tmp_path / "two.zoo")
+    for model_id, name in enumerate(sorted(trials)):  # each row holds its checkpoint's tensors, bit for bit
+        for epoch, state in trials[name]["states"].items():
+            ours = torch.cat([v.flatten() for v in z.state_dict(model_id, epoch).values()])
+            assert torch.equal(ours, torch.cat([v.flatten() for v in state.values()]))
+
+
+def test_an_interrupted_parallel_import_keeps_whole_units_and_resumes(mzdir, tmp_path, monkeypatch):
+    src, _ = mzdir
+    store = tmp_path / "mz.zoo"
+    run = Workers.run
+
+    def interrupted(self, units, job_of):  # Ctrl-C while the workers are committing
+        for n, item in enumerate(run(self, units, job_of)):
+            if n == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(Workers, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_modelzoo(src, store, dataset="mnist", group_size=1, workers=2)
+    monkeypatch.setattr(Workers, "run", run)
+    z = zoo.open(store)
+    committed = len(z.done_units())
+    assert 3 <= committed < 12 and zoo.verify(store).ok  # whole units only: the running ones were waited for
+    assert not any(p.name.startswith(".") for p in (store / "metadata").iterdir())  # no temporary fragment left
+    resumed = import_modelzoo(src, store, dataset="mnist", group_size=1, workers=2)
+    assert (resumed.units_skipped, resumed.units_written) == (committed, 12 - committed)
+    import_modelzoo(src, tmp_path / "clean.zoo", dataset="mnist", group_size=1, workers=1)
+    assert_same_store(store, tmp_path / "clean.zoo")
+
+
+def test_each_checkpoint_file_is_read_once(mzdir, tmp_path, monkeypatch):
+    src, trials = mzdir
+    names = sorted(trials)
+    (src / names[1] / "checkpoint_000001" / "checkpoints").write_bytes(b"")  # both left out, never read whole
+    cut = src / names[2] / "checkpoint_000002" / "checkpoints"
+    cut.write_bytes(cut.read_bytes()[:3000])
+    reads: dict[Path, int] = {}
+    tails: list[int] = []
+    read_file, read_tail = torchfile.read_file, torchfile.read_tail
+
+    def counted(path):
+        reads[Path(path)] = reads.get(Path(path), 0) + 1
+        return read_file(path)
+
+    def tail(f, size, n):
+        tails.append(n)
+        return read_tail(f, size, n)
+
+    def no_torch(*args, **kwargs):
+        raise AssertionError("torch.load called")
+
+    monkeypatch.setattr(torchfile, "read_file", counted)
+    monkeypatch.setattr(torchfile, "read_tail", tail)
+    monkeypatch.setattr(torch, "load", no_torch)
+    report = import_modelzoo(src, tmp_path / "mz.zoo", dataset="mnist", workers=1, skip_incomplete=True)
+    assert report.skipped_models == names[1:3] and report.checkpoints == 6
+    imported = {src / n / f"checkpoint_{e:06d}" / "checkpoints" for n in (names[0], names[3]) for e in range(3)}
+    assert reads == {f: 1 for f in imported}
+    assert len(tails) == 11 and max(tails) <= torchfile.TAIL_BYTES  # each zip file's end records: <= 98 bytes
+
+
+def test_a_damaged_file_that_looks_whole_is_an_error_even_with_skip_incomplete(mzdir, tmp_path):
+    src, trials = mzdir
+    file = src / sorted(trials)[3] / "checkpoint_000002" / "checkpoints"
+    data = bytearray(file.read_bytes())
+    entries = torchfile._directory(bytes(data))
+    local, size, _ = entries["checkpoints/data/0"]
+    data[local + 200] ^= 0xFF  # a flipped bit in a weight: the zip's end records are intact
+    file.write_bytes(bytes(data))
+    for skip in (False, True):
+        with pytest.raises(ZooError, match=rf"{sorted(trials)[3]}/checkpoint_000002/checkpoints: not a readable "
+                                           r"torch.save file, truncated or damaged \(record 'checkpoints/data/0' "
+                                           r"fails its CRC-32 check\)"):
+            import_modelzoo(src, tmp_path / "mz.zoo", dataset="mnist", skip_incomplete=skip, workers=2)
+        assert not (tmp_path / "mz.zoo").exists()
+
+
+def test_legacy_torch_save_files_are_read_through_torch(mzdir, tmp_path):
+    src, trials = mzdir
+    names = sorted(trials)
+    for name in names[:2]:
+        for epoch in range(3):
+            file = src / name / f"checkpoint_{epoch:06d}" / "checkpoints"
+            torch.save(trials[name]["states"][epoch], file, _use_new_zipfile_serialization=False)
+    legacy = src / names[1] / "checkpoint_000001" / "checkpoints"
+    legacy.write_bytes(legacy.read_bytes()[:-100])  # cut short: found by the scan, which reads legacy files
+    with pytest.raises(ZooError, match=rf"{names[1]}/checkpoint_000001/checkpoints: not a readable torch.save "
+                                       r"file, truncated or damaged"):
+        import_modelzoo(src, tmp_path / "a.zoo", dataset="mnist")
+    report = import_modelzoo(src, tmp_path / "b.zoo", dataset="mnist", skip_incomplete=True, workers=1)
+    assert report.skipped_models == [names[1]] and report.models == 3
+    z = zoo.open(tmp_path / "b.zoo")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(z.module(0, 2)(x), reference_module(trials[names[0]], 2)(x), rtol=0, atol=1e-6)
+
+
+def test_torchfile_reads_what_torch_load_reads(tmp_path):
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    sd = {"w": torch.randn(3, 5), "t": base.t(), "view": base[1:, 2:5], "row": base[2], "double": torch.randn(4, 2,
+          dtype=torch.float64), "half": torch.randn(7, dtype=torch.float16), "count": torch.tensor(5),
+          "empty": torch.zeros(0, 3), "param": nn.Parameter(torch.randn(2, 2)), "flag": torch.tensor([True, False])}
+    file = tmp_path / "sd.pt"
+    torch.save(sd, file)
+    expected = torch.load(file, weights_only=True)
+    for _ in range(2):  # the second time from the cached structure of the same data.pkl
+        got = torchfile.load(torchfile.read_file(file))
+        assert list(got) == list(expected)
+        for key, value in expected.items():
+            assert got[key].dtype == value.detach().numpy().dtype and got[key].shape == tuple(value.shape)
+            assert np.array_equal(got[key], value.detach().numpy()), key
+    data = file.read_bytes()
+    for cut in range(0, len(data), 97):  # every prefix of the archive: refused by the tail check and the reader
+        (tmp_path / "cut.pt").write_bytes(data[:cut])
+        assert torchfile.tail_check(tmp_path / "cut.pt")[1] is not None
+        with pytest.raises((torchfile.Unreadable, torchfile.Unsupported)):
+            torchfile.load(data[:cut])
+    # an archive without zip64 end records (older writers), its records unaligned: the same tensors
+    with zipfile.ZipFile(file) as src, zipfile.ZipFile(tmp_path / "plain.pt", "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename))
+    assert torchfile.tail_check(tmp_path / "plain.pt")[1] is None
+    got = torchfile.load((tmp_path / "plain.pt").read_bytes())
+    assert all(np.array_equal(got[k], v.detach().numpy()) for k, v in expected.items())
+    with zipfile.ZipFile(file) as src, zipfile.ZipFile(tmp_path / "deflated.pt", "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(torchfile.Unsupported, match="compressed"):
+        torchfile.load((tmp_path / "deflated.pt").read_bytes())
+    # what only torch reads: bfloat16, legacy files, other objects; load_state_dict hands the same bytes to torch
+    torch.save({"b": torch.randn(3, dtype=torch.bfloat16)}, tmp_path / "bf16.pt")
+    torch.save({"w": sd["w"]}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("bf16.pt", "legacy.pt"):
+        with pytest.raises(torchfile.Unsupported):
+            torchfile.load((tmp_path / name).read_bytes())
+    got = statedicts.load_state_dict(tmp_path / "bf16.pt")
+    assert got["b"].dtype == np.float32
+    assert np.array_equal(got["b"], torch.load(tmp_path / "bf16.pt")["b"].float().numpy())
+    assert np.array_equal(statedicts.load_state_dict(tmp_path / "legacy.pt")["w"], sd["w"].numpy())
+    torch.save({"w": sd["w"], "step": 3}, tmp_path / "mixed.pt")
+    with pytest.raises(ZooError, match=r"mixed.pt: expected a state dict \(tensor name -> tensor\)"):
+        statedicts.load_state_dict(tmp_path / "mixed.pt")
+    buffer = io.BytesIO()
+    torch.save({"w": sd["w"]}, buffer)
+    assert torchfile.tail_check.__doc__ and torchfile.load(buffer.getvalue())["w"].tolist() == sd["w"].tolist()
+
+
+def test_workers_are_checked_and_reported(mzdir, tmp_path, capsys):
+    src, _ = mzdir
+    with pytest.raises(ZooError, match=r"workers: expected an integer >= 0 \(0 or 1: read in this process\), "
+                                       r"got -1"):
+        import_modelzoo(src, tmp_path / "a.zoo", dataset="mnist", workers=-1)
+    assert not (tmp_path / "a.zoo").exists()
+    assert main(["import", "modelzoo", str(src), str(tmp_path / "b.zoo"), "--dataset", "mnist", "--workers", "0",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["workers"] == 1
+    assert main(["import", "modelzoo", str(src), str(tmp_path / "c.zoo"), "--dataset", "mnist", "--workers", "2",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["workers"] == 2
+    assert_same_store(tmp_path / "b.zoo", tmp_path / "c.zoo")
+
+
+def test_the_command_line_imports_with_forked_workers(mzdir, tmp_path):
+    src, _ = mzdir  # a fresh process runs no other thread when its workers start: they fork (workers.py)
+    code = ("import sys; from builders.importers import workers; from zoo.cli import main; "
+            "assert workers.start_method() == 'fork' or not sys.platform.startswith('linux'); "
+            "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "import", "modelzoo", str(src), str(tmp_path / "cli.zoo"),
+                           "--dataset", "mnist", "--group-size", "2", "--workers", "2", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["workers"] == 2 and done.stderr == ""
+    import_modelzoo(src, tmp_path / "here.zoo", dataset="mnist", group_size=2, workers=1)
+    # torch_version is the writing process's view: torch.__version__ here (torch imported), the installed
+    # package's metadata there (which may lack the local tag, 2.14.1 for 2.14.1+cu130)
+    assert_same_store(tmp_path / "cli.zoo", tmp_path / "here.zoo", ignore=("torch_version",))
+
+
+def test_the_import_benchmark_runs(capsys):
+    assert fixtures.main(["--trials", "4", "--epochs", "3", "--runs", "3", "--repeat", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["modelzoo_checkpoints"], out["smallcnnzoo_checkpoints"]) == (16, 27)
+    assert out["modelzoo_same_store"] is True
+    assert out["modelzoo_checkpoints_per_s"] > 0 and out["modelzoo_one_worker_checkpoints_per_s"] > 0
 
 
 def test_diverged_checkpoints_are_kept_and_flagged(mzdir, tmp_path):
@@ -497,9 +653,9 @@ def test_modelzoo_empty_and_truncated_checkpoint_files_are_refused_or_skipped(mz
         import_modelzoo(root, store)
     assert not store.exists()
 
-    assert main(["import", "modelzoo", str(root), str(store), "--skip-incomplete", "--json"]) == 0
+    assert main(["import", "modelzoo", str(root), str(store), "--skip-incomplete", "--workers", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["models"], out["checkpoints"], out["skipped_models"]) == (2, 6, [names[1], names[2]])
+    assert (out["models"], out["checkpoints"], out["skipped_models"], out["workers"]) == (2, 6, [names[1], names[2]], 2)
     reasons = out["skipped_reasons"]
     assert reasons[names[1]] == "checkpoint_000001/checkpoints: empty (0 bytes; an interrupted download?)"
     assert reasons[names[2]].startswith("checkpoint_000002/checkpoints: not a readable torch.save file, truncated")
@@ -524,28 +680,7 @@ def test_modelzoo_empty_and_truncated_checkpoint_files_are_refused_or_skipped(mz
     assert report.skipped_reasons[names[0]].startswith("checkpoint_000000/checkpoints: missing")
 
 
-# --- Small CNN Zoo fixtures --------------------------------------------------------------------------------
-RUNS = [  # activation, dropout, optimizer, lr, l2reg, w_init, init_std, train_fraction
-    ("relu", 0.05, "adam", 0.004, 1e-5, "he_normal", 0.05, 1.0),
-    ("tanh", 0.31, "sgd", 0.02, 3e-4, "RandomNormal", 0.02, 0.5),
-    ("relu", 0.0, "rmsprop", 0.001, 1e-8, "GlorotNormal", 0.1, 0.25),
-    ("tanh", 0.62, "adam", 0.0007, 2e-3, "TruncatedNormal", 0.3, 0.1),
-    ("relu", 0.12, "sgd", 0.03, 1e-6, "Orthogonal", 0.007, 1.0),
-]
-STEPS = (0, 1, 3)
-KERAS_VARS = [("conv2d", (3, 3, 1, 16)), ("conv2d_1", (3, 3, 16, 16)), ("conv2d_2", (3, 3, 16, 16)),
-              ("dense", (16, 10))]
-
-
-def keras_params(rng) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(rng.normal(0, 0.1, shape[-1]).astype(np.float32), rng.normal(0, 0.3, shape).astype(np.float32))
-            for _, shape in KERAS_VARS]
-
-
-def keras_row(params) -> np.ndarray:
-    return np.concatenate([np.concatenate([b, k.ravel()]) for b, k in params])  # bias before kernel
-
-
+# --- Small CNN Zoo ----------------------------------------------------------------------------------------
 def keras_forward(params, x_nhwc: np.ndarray, activation: str) -> np.ndarray:
     """The Keras network, independently: valid 3x3 stride-2 convs in NHWC, activation, global mean, dense."""
     act = {"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh}[activation]
@@ -556,46 +691,6 @@ def keras_forward(params, x_nhwc: np.ndarray, activation: str) -> np.ndarray:
         h = act(np.einsum("bhwkc,kco->bhwo", patches, k.reshape(9, k.shape[2], k.shape[3])) + b)
     b, k = params[3]
     return h.mean(axis=(1, 2)) @ k + b
-
-
-def write_smallcnnzoo(root: Path, runs=RUNS, dataset="mnist", drop=()) -> dict:
-    """weights.npy, metrics.csv.gz, layout.csv; rows interleaved across runs (order must not matter)."""
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    runs_out, rows, metrics = {}, [], []
-    entries = [(r, s) for s in STEPS for r in range(len(runs)) if (r, s) not in drop]
-    for r, step in entries:
-        act, dropout, opt, lr, l2, w_init, std, frac = runs[r]
-        name = f"gs://bucket/smallcnnzoo/{dataset}/{1000 + r}/"
-        params = keras_params(rng)
-        runs_out.setdefault(name, {"index": r, "activation": act, "params": {}, "metrics": {}, "run": runs[r]})
-        runs_out[name]["params"][step] = params
-        m = {"test_accuracy": float(rng.uniform()), "test_loss": float(rng.uniform(0, 3)),
-             "train_accuracy": float(rng.uniform()), "train_loss": float(rng.uniform(0, 3))}
-        runs_out[name]["metrics"][step] = m
-        rows.append(keras_row(params))
-        metrics.append({"": f"{name}permanent_ckpt-{step}", **m, "config.activation": act, "config.b_init": "zeros",
-                        "config.dataset": dataset, "config.dnn_architecture": "cnn", "config.dropout": dropout,
-                        "config.epochs": STEPS[-1], "config.epochs_between_checkpoints": 20, "config.init_std": std,
-                        "config.l2reg": l2, "config.learning_rate": lr, "config.num_layers": 3,
-                        "config.num_units": 16, "config.optimizer": opt, "config.random_seed": 42,
-                        "config.train_fraction": frac, "config.w_init": w_init, "modeldir": name, "step": step})
-    np.save(root / "weights.npy", np.stack(rows))
-    with gzip.open(root / "metrics.csv.gz", "wt", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(metrics[0]))
-        writer.writeheader()
-        writer.writerows(metrics)
-    with open(root / "layout.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["", "varname", "start_idx", "end_idx", "size", "shape"])
-        offset = 0
-        for i, (layer, shape) in enumerate(KERAS_VARS):
-            for var, vshape in (("bias", (shape[-1],)), ("kernel", shape)):
-                size = int(np.prod(vshape))
-                writer.writerow([2 * i + (var == "kernel"), f"sequential/{layer}/{var}:0", offset, offset + size,
-                                 size, str(vshape)])
-                offset += size
-    return runs_out
 
 
 @pytest.fixture(scope="module")

@@ -491,6 +491,9 @@ def _modelzoo_arguments(p: argparse.ArgumentParser) -> None:
                                                     "dataset preprocessing, license, recipe fields the trials omit")
     p.add_argument("--dataset", default=None, help="the image dataset, when no --manifest is given")
     _published_zoo_arguments(p)
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that read and commit the checkpoint files (default: one per CPU; 0 or 1: "
+                        "this process alone)")
 
 
 @importer("modelzoo", "Model Zoos (Schürholt et al. 2022): SRC is a folder of Ray Tune trial folders (params.json, "
@@ -501,7 +504,7 @@ def _import_modelzoo(args: argparse.Namespace) -> Any:
 
     return import_modelzoo(args.src, args.store, manifest=args.manifest, dataset=args.dataset, name=args.name,
                            group_size=args.group_size, skip_incomplete=args.skip_incomplete,
-                           quiet=args.quiet or args.json).to_dict()
+                           quiet=args.quiet or args.json, workers=args.workers).to_dict()
 
 
 def _smallcnnzoo_arguments(p: argparse.ArgumentParser) -> None:

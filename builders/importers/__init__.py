@@ -4,12 +4,29 @@ Each format is an ``ImportSource`` (``common.py``: read and validate everything,
 one entry function; ``zoo import NAME`` reaches them through the CLI's one importer registry
 (``zoo.cli.IMPORTERS``), which imports this package only when an import runs. The store's layout is the
 registered architecture's, so every view and augmentation works on imported zoos.
+
+Names load on first use (PEP 562): the worker processes of an import (``workers.py``) import
+``builders.importers.statedicts`` and ``torchfile`` alone, without zarr, pyarrow or torch.
 """
 
 from __future__ import annotations
 
-from .common import ImportReport, ImportSource
-from .modelzoo import import_modelzoo
-from .smallcnnzoo import import_smallcnnzoo
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {"ImportReport": "common", "ImportSource": "common", "import_modelzoo": "modelzoo",
+         "import_smallcnnzoo": "smallcnnzoo"}
+
+if TYPE_CHECKING:
+    from .common import ImportReport, ImportSource
+    from .modelzoo import import_modelzoo
+    from .smallcnnzoo import import_smallcnnzoo
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'builders.importers' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+
 
 __all__ = ["ImportReport", "ImportSource", "import_modelzoo", "import_smallcnnzoo"]

@@ -8,25 +8,32 @@ manifest whose population lists every model explicitly (``population.models``;
 values shared by all models move into the sections), or the zoo's published
 manifest when that describes exactly the same models, and the store is written
 unit by unit through ``ZooWriter.write_unit``, so imported zoos get the same
-commit protocol, checksums, views and augmentations as built ones.
+commit protocol, checksums, views and augmentations as built ones. The rows come
+as a call (``rows_job``); a source whose rows are read from many files (Model Zoos)
+makes it picklable (``parallel``), and worker processes then read and commit units
+side by side, as concurrent writers of disjoint units do (``workers.py``).
 
-Nothing half-written: importers validate before anything is created, and if
-writing still fails (an unreadable file, a full disk) a store this call created
-is removed again. Ctrl-C keeps what is committed; rerunning the same import
-resumes it.
+Nothing half-written: importers validate what decides the store's manifest before anything is created
+(configurations, which models are complete), a unit is committed only once all of its rows are read and checked,
+and if writing still fails (a damaged file, a tensor of the wrong shape, a full disk) a store this call created
+is removed again. Ctrl-C keeps what is committed; rerunning the same import resumes it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import shutil
+import sys
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,11 +47,14 @@ from zoo.plan import Unit
 from zoo.store import ZooWriter, create, open_zoo
 from zoo.store.reader import is_url, local_path
 
+from .workers import Workers, worker_count
+
 #: Key under the store's ``weightzoo`` attributes that records where an imported zoo came from.
 IMPORT_ATTR = "imported_from"
 _MISSING = object()
-#: (source ids, epoch) -> float32 rows (len(ids), row_length) in the registered layout's order.
-RowsFn = Callable[[Sequence[int], int], np.ndarray]
+#: (source ids, epoch) -> a call returning float32 rows (len(ids), row_length) in the registered layout's order;
+#: picklable when worker processes are to run it.
+JobFn = Callable[[Sequence[int], int], Callable[[], np.ndarray]]
 #: (source id, epoch) -> the checkpoint's metrics (store metric/provenance columns; missing ones stay null).
 RecordFn = Callable[[int, int], Mapping[str, Any]]
 
@@ -67,6 +77,7 @@ class ImportReport:
     skipped_models: list[str] = field(default_factory=list)  # incomplete source models left out
     skipped_reasons: dict[str, str] = field(default_factory=dict)  # skipped model -> why (the file, what is wrong)
     diverged_checkpoints: int = 0
+    workers: int = 1  # processes that read and committed the units (1: the importing process itself)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,8 +196,9 @@ def choose_manifest(explicit: Manifest, published: Manifest | None) -> tuple[Man
 
 # --- the importers' interface ------------------------------------------------------------------------------
 class ImportSource(ABC):
-    """A published zoo in its own format, read and validated completely (in ``__init__``) before anything is
-    written; ``write`` then commits it unit by unit.
+    """A published zoo in its own format, read and validated (in ``__init__``) as far as the store's manifest
+    depends on it before anything is written; ``write`` then commits it unit by unit (``rows`` may check more of
+    a unit before it is committed: the checkpoint files of Model Zoos).
 
     ``__init__`` sets ``src``, ``base`` (the zoo's published manifest or None), ``skipped`` (source models left
     out as incomplete), ``skipped_reasons`` (each one's reason: the missing epochs, or the file and what is wrong
@@ -194,6 +206,8 @@ class ImportSource(ABC):
     """
 
     format: ClassVar[str]
+    #: Whether ``rows_job`` returns calls that worker processes can run (picklable, holding no open source).
+    parallel: ClassVar[bool] = False
     #: License and citation of the published zoo (the store's when no published manifest says otherwise).
     LICENSE: ClassVar[str]
     CITATION: ClassVar[str]
@@ -209,6 +223,10 @@ class ImportSource(ABC):
     @abstractmethod
     def rows(self, sources: Sequence[int], epoch: int) -> np.ndarray:
         """The checkpoints of source models ``sources`` at ``epoch``, as rows of the registered layout."""
+
+    def rows_job(self, sources: Sequence[int], epoch: int) -> Callable[[], np.ndarray]:
+        """A call that returns ``rows(sources, epoch)``; with ``parallel``, one a worker process can run."""
+        return functools.partial(self.rows, list(sources), epoch)
 
     @abstractmethod
     def record(self, source: int, epoch: int) -> Mapping[str, Any]:
@@ -245,12 +263,19 @@ class ImportSource(ABC):
                 "models": [names[s] for s in self.order], "skipped": self.skipped,
                 "skipped_reasons": dict(self.skipped_reasons)}
 
-    def write(self, store: str | Path, *, group_size: int | None = None, quiet: bool = True) -> ImportReport:
-        """Create (or resume) ``store`` and commit every checkpoint; see ``write_import``."""
+    def write(self, store: str | Path, *, group_size: int | None = None, quiet: bool = True,
+              workers: int | Workers | None = None) -> ImportReport:
+        """Create (or resume) ``store`` and commit every checkpoint; see ``write_import``. ``workers``: the
+        processes that read and commit units (``Workers``, such as those that read the source), or how many to
+        start (default one per CPU; 0 or 1: this process); a source that is not ``parallel`` uses this process."""
+        if not isinstance(workers, Workers):
+            with Workers(worker_count(workers) if self.parallel else 1) as started:
+                return self.write(store, group_size=group_size, quiet=quiet, workers=started)
         report = ImportReport(self.format, str(self.src), str(store), manifest=self.kind,
                               skipped_models=self.skipped, skipped_reasons=dict(self.skipped_reasons))
-        return write_import(store, self.manifest, self.order, rows=self.rows, record=self.record,
-                            imported_from=self.imported_from(), report=report, group_size=group_size, quiet=quiet)
+        return write_import(store, self.manifest, self.order, rows=self.rows_job, record=self.record,
+                            imported_from=self.imported_from(), report=report, group_size=group_size, quiet=quiet,
+                            workers=workers if self.parallel else None)
 
 
 # --- writing ---------------------------------------------------------------------------------------------
@@ -286,33 +311,50 @@ def _remove(store: str | Path, state: str) -> None:
         local.mkdir()
 
 
-def write_import(store: str | Path, manifest: Manifest, order: Sequence[int], *, rows: RowsFn, record: RecordFn,
+def write_import(store: str | Path, manifest: Manifest, order: Sequence[int], *, rows: JobFn, record: RecordFn,
                  imported_from: Mapping[str, Any], report: ImportReport, group_size: int | None = None,
-                 quiet: bool = True) -> ImportReport:
+                 quiet: bool = True, workers: Workers | None = None) -> ImportReport:
     """Create (or resume) ``store`` for ``manifest`` and commit every unit; ``order[model_id]`` is the source id.
 
-    A store this call created is removed if anything fails before the last unit is committed; one that
-    existed (a resumed import) keeps its committed units.
+    ``rows(sources, epoch)`` gives the call that reads a unit's rows. With ``workers`` (``workers.Workers``, entered
+    by the caller before anything opened the store) of more than one process, worker processes each read a unit
+    and commit it themselves, as concurrent writers of disjoint units do (``ZooWriter.write_unit``: weights, then
+    the metadata fragment), so reading, encoding and waiting for the disk all run in parallel; this process hands
+    out the units, with their metrics, and compacts the metadata at the end. Each unit is committed whole or not
+    at all, in whatever order the workers finish. A store this call created is removed if anything fails before
+    the last unit is committed (once the workers have stopped); one that existed (a resumed import) keeps its
+    committed units, and a rerun writes the others.
     """
     start = time.perf_counter()
+    runner = workers if workers is not None else Workers(1)  # None: this process
     before = _state(store)
     try:
         writer = create(store, manifest, group_size=group_size, extra_attrs={IMPORT_ATTR: dict(imported_from)})
         plan = writer.plan
         done = writer.done_units()
-        bar = tqdm(total=plan.checkpoints, unit="checkpoint", disable=quiet, dynamic_ncols=True,
-                   desc=f"import {report.format}")
-        try:
-            for unit in plan.units:
-                if unit.unit_id in done:
-                    report.units_skipped += 1
-                    bar.update(len(unit.model_ids))
-                    continue
-                _write_unit(writer, unit, order, rows, record, report)
+        todo = [u for u in plan.units if u.unit_id not in done]
+        report.units_skipped = len(plan.units) - len(todo)
+        parallel = runner.parallel(len(todo))
+        report.workers = min(runner.workers, len(todo)) if parallel else 1
+        key = uuid.uuid4().hex  # this import, to the workers' cached writers
+        shared = {"torch_version": _torch_version()}
+
+        def job(unit: Unit) -> Callable[[], int]:
+            sources = [order[m] for m in unit.model_ids]
+            read = rows(sources, unit.epoch)
+            records = [{**record(s, unit.epoch), **shared} for s in sources]
+            if parallel:
+                return functools.partial(_commit_in_worker, writer.url, key, unit, read, records)
+            return functools.partial(commit_unit, writer, unit, read, records)
+
+        with tqdm(total=plan.checkpoints, unit="checkpoint", disable=quiet, dynamic_ncols=True,
+                  desc=f"import {report.format}") as bar:
+            bar.update(plan.checkpoints - sum(len(u.model_ids) for u in todo))
+            for unit, diverged in runner.run(todo, job):
+                report.diverged_checkpoints += diverged
                 report.units_written += 1
                 bar.update(len(unit.model_ids))
-        finally:
-            bar.close()
+        writer.refresh()
         writer.compact()
         writer.clean_temporary()
     except Exception:
@@ -329,16 +371,44 @@ def write_import(store: str | Path, manifest: Manifest, order: Sequence[int], *,
     return report
 
 
-def _write_unit(writer: ZooWriter, unit: Unit, order: Sequence[int], rows: RowsFn, record: RecordFn,
-                report: ImportReport) -> None:
-    sources = [order[m] for m in unit.model_ids]
-    block = np.asarray(rows(sources, unit.epoch), dtype=np.float32)
-    records = []
-    for source, row in zip(sources, block):
-        rec = {k: v for k, v in record(source, unit.epoch).items() if v is not None}
+def _torch_version() -> str:
+    """The store's ``torch_version`` column, taken once here so that every worker records the same: the writer
+    asks the imported module (``2.14.1+cu130``) and, in a process that never imported torch (a worker), the
+    installed package's metadata, which may lack the local tag (``2.14.1``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return str(torch.__version__)
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def commit_unit(writer: ZooWriter, unit: Unit, rows: Callable[[], np.ndarray],
+                records: Sequence[Mapping[str, Any]]) -> int:
+    """Read a unit's rows (``rows()``) and commit them with ``records`` (one per model, metrics with None for
+    unknown), each with status ``ok`` or ``diverged`` (non-finite weights or loss); returns how many diverged."""
+    block = np.asarray(rows(), dtype=np.float32)
+    out = []
+    diverged = 0
+    for rec, row in zip(records, block):
+        rec = {k: v for k, v in rec.items() if v is not None}
         losses = [rec.get(k) for k in ("train_loss", "test_loss")]
         finite = bool(np.isfinite(row).all()) and all(v is None or math.isfinite(v) for v in losses)
         rec["status"] = "ok" if finite else "diverged"
-        report.diverged_checkpoints += not finite
-        records.append(rec)
-    writer.write_unit(unit, block, records)
+        diverged += not finite
+        out.append(rec)
+    writer.write_unit(unit, block, out)
+    return diverged
+
+
+#: A worker process's writer of the import it works for: (import key, the writer).
+_WRITER: list[tuple[str, ZooWriter]] = []
+
+
+def _commit_in_worker(store: str, key: str, unit: Unit, rows: Callable[[], np.ndarray],
+                      records: Sequence[Mapping[str, Any]]) -> int:
+    """``commit_unit`` in a worker process, through a writer opened once per import (``key``)."""
+    if not _WRITER or _WRITER[0][0] != key:
+        _WRITER[:] = [(key, ZooWriter(store))]
+    return commit_unit(_WRITER[0][1], unit, rows, records)

@@ -42,28 +42,39 @@ published manifest expands to exactly the imported models, the store keeps it un
 A failed download leaves checkpoint files missing, empty or cut short. Such a file is an error naming it;
 with ``skip_incomplete`` (``--skip-incomplete``) the models holding one are left out instead, as are models
 lacking some of the zoo's checkpoint epochs, each named with its reason in ``ImportReport.skipped_reasons``.
+Which files those are is known before anything is written, without reading them twice: the scan of the trial
+folders takes each file's size and its last bytes (``torchfile.tail_check``: a zip archive cut short lacks the
+end records that say where its directory lies). The files are then read once, unit by unit, in worker processes
+(``statedicts.read_rows``; ``workers``), and everything else (a damaged record, a tensor of the wrong name,
+shape or dtype) is checked there, before the unit is committed: an error naming the file, with or without
+``skip_incomplete``. A legacy (pre-1.6, not zip) ``torch.save`` file has no such end: it is read whole during the
+scan as well.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from zoo.datasets import DATASETS
 from zoo.errors import ZooError, allowed_text
-from zoo.layout import Layout
 from zoo.manifest import SECTIONS, Manifest
 
+from . import torchfile
 from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest, slug
+from .statedicts import MISSING, IncompleteCheckpoint, RowSpec, load_state_dict, map_state_dict, read_rows
+from .workers import Workers, worker_count
+
+__all__ = ["IncompleteCheckpoint", "ModelZooSource", "import_modelzoo", "load_state_dict", "map_state_dict"]
 
 #: params.json "model::type" -> (registered architecture, input side the published zoos resized images to).
 MODEL_TYPES: dict[str, tuple[str, int | None]] = {"CNN": ("cnn-s", 28), "CNN3": ("cnn-l", 32),
@@ -113,14 +124,7 @@ class Trial:
     checkpoints: dict[int, Path] = field(default_factory=dict)
     results: dict[int, dict[str, float]] = field(default_factory=dict)
     broken: dict[Path, str] = field(default_factory=dict)  # checkpoint file -> why it is unusable (a failed download)
-
-
-class IncompleteCheckpoint(ZooError):
-    """A checkpoint file that a failed download left empty or cut short (or otherwise unreadable)."""
-
-    def __init__(self, file: Path, why: str) -> None:
-        super().__init__(f"{file}: {why}")
-        self.file, self.why = file, why
+    legacy: list[Path] = field(default_factory=list)  # not zip archives: read whole before writing to know
 
 
 def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
@@ -187,6 +191,14 @@ def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
     return Trial(trial, arch, config, epochs, get("model::channels_in", "int", None))
 
 
+def _scan_trial(folder: Path, defaults: Mapping[str, Any]) -> Trial:
+    """One trial folder: params.json, result.json, and which checkpoint files it holds (and whether whole)."""
+    trial = _read_params(folder, defaults)
+    _read_results(trial)
+    _find_checkpoints(trial)
+    return trial
+
+
 def _read_results(trial: Trial) -> None:
     file = trial.path / "result.json"
     if not file.is_file():
@@ -218,110 +230,52 @@ def _read_results(trial: Trial) -> None:
 
 
 def _find_checkpoints(trial: Trial) -> None:
-    for sub in trial.path.iterdir():
-        m = CHECKPOINT_DIR.match(sub.name)
-        if not (m and sub.is_dir()):
+    """Each checkpoint file of the trial, and which are missing, empty or cut short (``torchfile.tail_check``)."""
+    with os.scandir(trial.path) as entries:
+        found = [(e.name, CHECKPOINT_DIR.match(e.name)) for e in entries if e.is_dir()]
+    for name, m in sorted(found):
+        if m is None:
             continue
-        file = sub / CHECKPOINT_FILE
+        file = Path(os.path.join(trial.path, name, CHECKPOINT_FILE))  # one Path, not two: thousands of files
         epoch = int(m[1])
         if epoch in trial.checkpoints:
-            raise ZooError(f"{sub}: a second checkpoint folder for epoch {epoch} "
+            raise ZooError(f"{file.parent}: a second checkpoint folder for epoch {epoch} "
                            f"(beside {trial.checkpoints[epoch].parent.name})")
         trial.checkpoints[epoch] = file
-        if not file.is_file():
-            trial.broken[file] = (f"missing (a checkpoint folder holds the state dict in a file named "
-                                  f"{CHECKPOINT_FILE!r})")
-        elif file.stat().st_size == 0:
-            trial.broken[file] = "empty (0 bytes; an interrupted download?)"
-
-
-def load_state_dict(file: Path, *, mmap: bool = False) -> Mapping[str, torch.Tensor]:
-    """A torch.save'd state dict, loaded safely (tensors only: ``weights_only``); an empty or unreadable (cut
-    short, damaged) file raises ``IncompleteCheckpoint``."""
-    try:
-        sd = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as first:  # noqa: BLE001 - a legacy (non-zip) file cannot be memory-mapped: retry plainly
-        if not mmap:
-            if file.is_file() and file.stat().st_size == 0:
-                raise IncompleteCheckpoint(file, "empty (0 bytes; an interrupted download?)") from None
-            detail = str(first).strip().splitlines()[0] if str(first).strip() else ""
-            raise IncompleteCheckpoint(file, f"not a readable torch.save file, truncated or damaged "
-                                             f"({type(first).__name__}{': ' + detail if detail else ''})") from None
-        return load_state_dict(file, mmap=False)
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ZooError(f"{file}: expected a state dict (tensor name -> tensor), got {type(sd).__name__}")
-    return sd
-
-
-def map_state_dict(file: Path, sd: Mapping[str, torch.Tensor], arch: str, layout: Layout,
-                   in_shape: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under the registered architecture's names, shapes checked.
-
-    ``module_list`` CNNs are matched by position among the modules that hold parameters (dropout modules
-    shift the indices); ResNet-18 by name (``num_batches_tracked`` is a counter, not a weight).
-    """
-    where = f"{arch} on {'x'.join(map(str, in_shape))} inputs"
-    if arch == "resnet18":
-        names = {k: k for k in sd if not k.endswith("num_batches_tracked")}
-    else:
-        modules: dict[int, dict[str, str]] = {}
-        for key in sd:
-            m = re.fullmatch(r"module_list\.(\d+)\.(weight|bias)", key)
-            if m is None:
-                raise ZooError(f"{file}: unexpected tensor {key!r}; Model Zoos CNNs hold 'module_list.N.weight' "
-                               "and 'module_list.N.bias'")
-            modules.setdefault(int(m[1]), {})[m[2]] = key
-        ours = [name for name, _ in layout.modules()]
-        if len(modules) != len(ours):
-            raise ZooError(f"{file}: {len(modules)} layers with parameters (module_list indices "
-                           f"{sorted(modules)}); {where} has {len(ours)} ({', '.join(ours)})")
-        names = {f"{prefix}.{attr}": key for (_, attrs), prefix in zip(sorted(modules.items()), ours)
-                 for attr, key in attrs.items()}
-    unexpected = sorted(set(names) - set(layout.names))
-    if unexpected:
-        raise ZooError(f"{file}: tensor {names[unexpected[0]]!r} has no place in {where}")
-    out = {}
-    for t in layout.tensors:
-        found = names.get(t.name)
-        if found is None:
-            raise ZooError(f"{file}: no tensor for {t.name!r} of {where}")
-        value = sd[found]
-        if tuple(value.shape) != t.shape:
-            raise ZooError(f"{file}: tensor {found!r} has shape {tuple(value.shape)}; {where} expects {t.shape} "
-                           f"for {t.name!r}")
-        if not value.is_floating_point():
-            raise ZooError(f"{file}: tensor {found!r} has dtype {value.dtype}; expected floating point")
-        out[t.name] = value
-    return out
+        try:
+            _, why = torchfile.tail_check(file)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            why = MISSING
+        if why == torchfile.NOT_ZIP:
+            trial.legacy.append(file)
+        elif why is not None:
+            trial.broken[file] = why
 
 
 class ModelZooSource(ImportSource):
-    """A Model Zoos zoo (``src`` or the one ``tune_zoo_*`` folder below it), read and validated completely before
-    anything is written."""
+    """A Model Zoos zoo (``src`` or the one ``tune_zoo_*`` folder below it): its trial folders scanned and
+    validated before anything is written, its checkpoint files read once each, unit by unit (``rows_job``)."""
 
     format = "modelzoo"
+    parallel = True  # rows_job's calls read files: worker processes run them
     LICENSE, CITATION = LICENSE, CITATION
 
     def __init__(self, src: str | Path, *, manifest: str | Path | Manifest | None = None, dataset: str | None = None,
-                 name: str | None = None, skip_incomplete: bool = False) -> None:
+                 name: str | None = None, skip_incomplete: bool = False, workers: Workers | None = None) -> None:
         self.root = Path(src)
         if not self.root.is_dir():
             raise ZooError(f"{self.root}: not a directory (expected a Model Zoos folder of trial folders, or a "
                            "folder above one, such as a wsl-modelzoo download)")
         self.src = find_zoo(self.root)
         self.base = read_base_manifest(manifest)
-        training_defaults = dict(self.base.training) if self.base else {k: f.default for k, f in
-                                                                       SECTIONS["training"].items()}
+        training = dict(self.base.training) if self.base else {k: f.default for k, f in SECTIONS["training"].items()}
+        training_defaults = {k: training[k] for k in ("schedule", "batch_size")}  # what trials may leave out
         folders = sorted(p for p in self.src.iterdir() if p.is_dir() and _looks_like_trial(p))
         if not folders:
             raise ZooError(f"{self.src}: no trial folders (folders holding params.json, result.json and "
                            f"checkpoint_NNNNNN/checkpoints), and no {ZOO_PREFIX}* zoo folder below it")
-        trials = []
-        for folder in folders:
-            trial = _read_params(folder, training_defaults)
-            _read_results(trial)
-            _find_checkpoints(trial)
-            trials.append(trial)
+        # each trial folder's files, read and checked; by the worker processes when there are many
+        trials = (workers or Workers(1)).map(functools.partial(_scan_trial, defaults=training_defaults), folders)
         archs = {t.arch for t in trials}
         if len(archs) > 1:
             first = {a: next(t.path.name for t in trials if t.arch == a) for a in sorted(archs)}
@@ -354,8 +308,9 @@ class ModelZooSource(ImportSource):
         self._describe()
         self._check_channels()
         self._check_index_dict()
-        # reading every file finds those cut short: leave their models out too (the manifest is described again)
-        truncated = self._check_checkpoints(skip_incomplete)
+        # legacy files have no end records to check: reading them finds those cut short (the manifest is
+        # described again when their models are left out)
+        truncated = self._check_legacy(skip_incomplete)
         if truncated:
             self.skipped_reasons.update(truncated)
             self.trials = [t for t in self.trials if t.path.name not in truncated]
@@ -449,33 +404,40 @@ class ModelZooSource(ImportSource):
                     raise ZooError(f"{file}: field {key!r}: layer {n} has {value!r}; {self.arch}'s {w.name} has shape "
                                    f"{w.shape}: is this the index of another zoo?")
 
-    def _check_checkpoints(self, skip_incomplete: bool) -> dict[str, str]:
-        """Every checkpoint file: readable, and every tensor present with the registered shape. Returns the
-        trials holding a file that cannot be read (cut short), with the reason, when ``skip_incomplete``."""
+    def _check_legacy(self, skip_incomplete: bool) -> dict[str, str]:
+        """Legacy (not zip) checkpoint files, read whole: readable, and every tensor present with the registered
+        shape. Returns the trials holding one that cannot be read (cut short), with the reason, when
+        ``skip_incomplete``."""
         unreadable: dict[str, str] = {}
         for i, t in enumerate(self.trials):
-            arch = self.explicit.architectures[self.explicit.models[i].arch_id]
-            for _, file in sorted(t.checkpoints.items()):
+            spec = self._spec(i)
+            for file in sorted(t.legacy):
                 try:
-                    state = load_state_dict(file, mmap=True)
+                    state = load_state_dict(file)
                 except IncompleteCheckpoint as e:
                     if not skip_incomplete:
                         raise ZooError(f"{e}; {INCOMPLETE_HINT}") from None
                     unreadable[t.path.name] = f"{file.relative_to(t.path)}: {e.why}"
                     break
-                map_state_dict(file, state, self.arch, arch.layout, arch.in_shape)
+                map_state_dict(file, state, spec)
         return unreadable
 
     # --- what the writer asks for ------------------------------------------------------------------------
+    def _spec(self, source: int) -> RowSpec:
+        arch = self.explicit.architectures[self.explicit.models[source].arch_id]
+        return RowSpec(self.arch, arch.layout, tuple(arch.in_shape))
+
+    def rows_job(self, sources: Sequence[int], epoch: int) -> Callable[[], np.ndarray]:
+        """Reads each model's checkpoint file at ``epoch`` once (``statedicts.read_rows``), in whichever process
+        runs the call (a picklable call: worker processes run it)."""
+        if len({self.explicit.models[s].arch_id for s in sources}) != 1:
+            raise ZooError(f"{self.src}: one unit holds models of several layouts")  # units group one layout
+        files = [self.trials[s].checkpoints[epoch] for s in sources]
+        return functools.partial(read_rows, self._spec(sources[0]), files)
+
     def rows(self, sources: Sequence[int], epoch: int) -> np.ndarray:
         """Reads each model's checkpoint file at ``epoch`` whole, mapped onto its architecture's layout."""
-        out = []
-        for s in sources:
-            arch = self.explicit.architectures[self.explicit.models[s].arch_id]
-            file = self.trials[s].checkpoints[epoch]
-            state = map_state_dict(file, load_state_dict(file), self.arch, arch.layout, arch.in_shape)
-            out.append(arch.layout.flatten(state).numpy())
-        return np.stack(out)
+        return self.rows_job(sources, epoch)()
 
     def record(self, source: int, epoch: int) -> dict[str, Any]:
         """From the trial's ``result.json``: an epoch it never reported gives all metrics null."""
@@ -564,7 +526,7 @@ def _span(epochs: Sequence[int]) -> str:
 
 def import_modelzoo(src: str | Path, store: str | Path, *, manifest: str | Path | Manifest | None = None,
                     dataset: str | None = None, name: str | None = None, group_size: int | None = None,
-                    skip_incomplete: bool = False, quiet: bool = True) -> ImportReport:
+                    skip_incomplete: bool = False, quiet: bool = True, workers: int | None = None) -> ImportReport:
     """Import a Model Zoos zoo into a new store (or resume that import).
 
     Args:
@@ -578,6 +540,9 @@ def import_modelzoo(src: str | Path, store: str | Path, *, manifest: str | Path 
         name: the zoo's name (default: the manifest's, else the zoo folder's).
         skip_incomplete: leave out trials lacking some of the zoo's checkpoint epochs or holding a missing, empty
             or truncated checkpoint file, each named in ``ImportReport.skipped_reasons`` (else an error).
+        workers: processes reading the checkpoint files (default: one per CPU; 0 or 1: this process alone).
     """
-    source = ModelZooSource(src, manifest=manifest, dataset=dataset, name=name, skip_incomplete=skip_incomplete)
-    return source.write(store, group_size=group_size, quiet=quiet)
+    with Workers(worker_count(workers)) as started:  # before anything runs a thread: see workers.py
+        source = ModelZooSource(src, manifest=manifest, dataset=dataset, name=name, skip_incomplete=skip_incomplete,
+                                workers=started)
+        return source.write(store, group_size=group_size, quiet=quiet, workers=started)
