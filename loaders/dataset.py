@@ -83,7 +83,7 @@ class _Zoo:
                  view_options: Mapping[str, Any] | None = None,
                  storage_options: Mapping[str, Any] | None = None, verify: bool = False,
                  hub: bool = False, revision: str | None = None, device: str | torch.device | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int = 1) -> None:
         self.zoo = open_source(store, hub=hub, revision=revision, storage_options=dict(storage_options or {}))
         check_view(view)
         bad = [a for a in augment if a not in AUGMENTATIONS]
@@ -104,7 +104,7 @@ class _Zoo:
         self.view = make_view(view, self.layout, spec=self.symmetry.spec, **self.view_options)
         self.tokenizer: Tokenizer | None = self.view.owner if isinstance(self.view.owner, Tokenizer) else None
         self.device = torch.device(device) if device is not None else None
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ZooError(f"threads: expected an integer >= 1, got {threads!r}")
         self.threads = threads
         self.augment = tuple(augment)
@@ -294,8 +294,7 @@ class _Zoo:
             assert self.tokenizer is not None
             views = self.zoo.reader(self.arch).views(self.rows[idx])
             assert views is not None
-            threads = self.threads if self.threads is not None else torch.get_num_threads()
-            batch = self.tokenizer.encode_views(views, self._draws(codes, generator), self.normalizer, threads)
+            batch = self.tokenizer.encode_views(views, self._draws(codes, generator), self.normalizer, self.threads)
             return self._token_noise(batch, generator)
         return self.transform(rows, codes, generator)
 
@@ -453,8 +452,8 @@ class ZooDataset(_Zoo, Dataset):
             the model and epoch (default: as the store was opened, ``zoo.open(path, verify=...)``).
         device: where augmentation, normalization and encoding run; rows travel there as raw float32. With
             DataLoader workers and a GPU, iterate ``loader(...)`` (workers read, this process transforms).
-        threads: samples encoded at once for whole-row tokens of large rows (default
-            ``torch.get_num_threads()``).
+        threads: samples encoded at once for whole-row tokens of large rows (default 1: DataLoader workers
+            are the better use of more cores; on a 2-core machine a second thread did not help).
     """
 
     def __len__(self) -> int:

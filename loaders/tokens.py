@@ -149,7 +149,7 @@ class Tokenizer:
         ``draws`` (on ``rows``' device) and ``normalizer`` are applied per tensor on the way."""
         batch, dev = rows.shape[0], rows.device
         if dev.type == "cpu" and rows.dtype == torch.float32 and rows.shape[1] >= PER_SAMPLE_MIN_VALUES:
-            return self.encode_views(list(rows), draws, normalizer, torch.get_num_threads())
+            return self.encode_views(list(rows), draws, normalizer)
         draws = draws or Draws(batch)
         tokens, views = self._buffer(batch, rows.dtype, dev)
         samples = torch.arange(batch, device=dev).view(batch, 1)
