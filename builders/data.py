@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,3 +296,18 @@ def load_image_data(dataset: Mapping[str, Any], *, device="cpu", train_fraction:
         sub = sub[:keep].sort().values.to(device)
         train = Split(train.x[sub], train.y[sub])
     return ImageData(train, val, test, info.num_classes, mean, std)
+
+
+def load_images(dataset: Mapping[str, Any], split: str, indices: Sequence[int], *, device="cpu"
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``indices`` of the source's ``split`` ("train" or "test", before any val hold-out), as pixel
+    values in [0, 1] after grayscale / resize / crop (never normalized: a neural field fits the pixels), with
+    their labels: ((N, C, H, W) float32, (N,) int64) on ``device``. What an inr zoo fits."""
+    cfg = {key: spec.default for key, spec in SECTIONS["dataset"].items()} | dict(dataset)
+    train_x, train_y, test_x, test_y = _read_raw(cfg)
+    x, y = (train_x, train_y) if split == "train" else (test_x, test_y)
+    index = torch.as_tensor(list(indices), dtype=torch.int64)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= x.shape[0]):
+        raise ZooError(f"images: indices {int(index.min())}..{int(index.max())} leave the {split} split of "
+                       f"{cfg['name']!r} ({x.shape[0]} images)")
+    return _preprocess(x[index], cfg, torch.device(device)), y[index].to(device)

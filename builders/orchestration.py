@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from builders.data import ImageData, load_image_data
+from builders.data import ImageData, load_image_data, load_images
 from zoo.errors import StoreError, ZooError
 from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Group, Plan, Unit
@@ -39,6 +39,7 @@ from zoo.store import ZooWriter, create
 
 from . import sizing
 from .devices import device_name, resolve_device
+from .inr import InrPopulation
 from .population import Population
 from .step import deterministic
 
@@ -145,7 +146,10 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
     dev = resolve_device(device)
     datasets: dict = {}
     if data is None:  # a missing or unreadable dataset is refused here, before the store is created
-        _dataset(manifest, manifest.models[0], dev, datasets, None)
+        if manifest.kind == "inr":
+            _images(manifest, dev, datasets)
+        else:
+            _dataset(manifest, manifest.models[0], dev, datasets, None)
     writer = create(out, manifest, group_size=group_size, storage_options=storage_options)
     plan = writer.plan
     groups = plan.shard(*shard)
@@ -282,6 +286,31 @@ def _dataset(manifest: Manifest, spec, dev: torch.device, datasets: dict, data: 
     return datasets[key]
 
 
+def _images(manifest: Manifest, dev: torch.device, datasets: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """An inr zoo's images (its ``[images]``, in [0, 1]) and labels on ``dev``, loaded once per cache, with the
+    position of each source index."""
+    key = ("images", json.dumps(manifest.dataset, sort_keys=True, default=str), manifest.images["split"], str(dev))
+    if key not in datasets:
+        indices = manifest.image_indices
+        x, y = load_images(manifest.dataset, manifest.images["split"], indices, device=dev)
+        datasets[key] = (x, y, {index: i for i, index in enumerate(indices)})
+    return datasets[key]
+
+
+def _make_population(manifest: Manifest, specs, layout, dev: torch.device, compile: str, datasets: dict,
+                     data: ImageData | None):
+    """(the population for ``specs``, the data its checkpoints are evaluated on): a classifier population and its
+    dataset, or an inr population of the models' images."""
+    if manifest.kind == "inr":
+        x, y, position = _images(manifest, dev, datasets)
+        at = torch.tensor([position[s.hparams["image_index"]] for s in specs], device=dev)
+        return InrPopulation(specs, layout, x[at], y[at], device=dev, compile=compile), None
+    pop = Population(specs, layout, device=dev, compile=compile)
+    image_data = _dataset(manifest, specs[0], dev, datasets, data)
+    pop.plan_steps(image_data.train.x.shape[0])
+    return pop, image_data
+
+
 def _usable_state(state: dict | None, group: Group, units: Sequence[Unit], done: set[int]) -> dict | None:
     """A saved state resumes a group when it is this group's and every unit before its epoch is committed."""
     if state is None or list(state.get("model_ids", ())) != list(group.model_ids):
@@ -307,6 +336,9 @@ def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: Mapping[
         if population is not None:
             return population
         key = sizing.structure_key(spec)
+        if key not in sizes and manifest.kind == "inr":
+            x = _images(manifest, dev, datasets)[0]
+            sizes[key] = sizing.inr_population_size(spec, x.shape[2] * x.shape[3], x.shape[1], dev)
         if key not in sizes:
             footprint = None
             if dev.type == "cuda":
@@ -332,9 +364,8 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping
     manifest = writer.manifest
     specs = [manifest.models[i] for g in members for i in g.model_ids]
     setting = compile if compile is not None else specs[0].training["compile"]
-    pop = Population(specs, writer.layout(members[0].arch_id), device=dev, compile=setting)
-    image_data = _dataset(manifest, specs[0], dev, datasets, data)
-    pop.plan_steps(image_data.train.x.shape[0])
+    pop, image_data = _make_population(manifest, specs, writer.layout(members[0].arch_id), dev, setting, datasets,
+                                       data)
     bounds, a = [], 0
     for g in members:
         bounds.append((a, a + len(g.model_ids)))
@@ -367,7 +398,7 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping
             writer.write_unit(unit, rows[lo:hi], records[lo:hi])
             report.units_written += 1
             for spec, rec in zip(specs[lo:hi], records[lo:hi]):
-                accs[spec.model_id] = rec["test_acc"]
+                accs[spec.model_id] = rec["test_acc"] if "test_acc" in rec else rec["psnr"]
                 if rec["status"] == "diverged":
                     report.diverged.add(spec.model_id)
             if after_unit is not None:
@@ -375,13 +406,14 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping
 
     checkpoint(pop.epoch)  # the initialization, or a resumed epoch whose unit was not yet committed
     while pop.epoch < epochs:
-        pop.train_epoch(image_data.train)
+        pop.train_epoch(image_data.train if image_data is not None else None)
         report.model_epochs += len(specs)
         bar.update(len(specs))
         checkpoint(pop.epoch)
-        values = [a for a in accs.values() if a == a]
+        values = [a for a in accs.values() if a is not None and a == a]
         if values:
-            bar.set_postfix_str(f"test acc {min(values):.3f}-{max(values):.3f}", refresh=False)
+            what = "PSNR" if manifest.kind == "inr" else "test acc"
+            bar.set_postfix_str(f"{what} {min(values):.3f}-{max(values):.3f}", refresh=False)
     report.step_modes.add(pop.step_mode)
     report.groups += len(members)
     for g in members:

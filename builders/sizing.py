@@ -23,7 +23,7 @@ from zoo.architectures import Architecture
 from zoo.datasets import dataset_info
 from zoo.errors import ZooError
 from zoo.manifest import Manifest, ModelSpec
-from zoo.plan import PER_MODEL, Group, Plan
+from zoo.plan import PER_FIELD, PER_MODEL, Group, Plan
 
 from .devices import HasType, choose_mode
 
@@ -103,7 +103,7 @@ def population_size(arch: Architecture, training: dict, device: HasType, *, foot
 
 def structure_key(spec: ModelSpec) -> str:
     """Models with equal keys can train in one population: same layout and everything but per-model values."""
-    return json.dumps([spec.arch_id, {k: v for k, v in spec.hparams.items() if k not in PER_MODEL}],
+    return json.dumps([spec.arch_id, {k: v for k, v in spec.hparams.items() if k not in PER_MODEL | PER_FIELD}],
                       sort_keys=True, default=str)
 
 
@@ -153,3 +153,21 @@ def population_plan(plan: Plan, device: HasType, population: int | None = None) 
     steps = -(-int(n * first.training["train_fraction"]) // first.training["batch_size"]) * first.training["epochs"]
     return {"device": str(device), "count": count, "structures": list(structures.values()),
             "step_mode": choose_mode(setting, device, steps)}
+
+
+#: Models an inr population may hold at most (a field is small; its step is a few batched matrix products).
+INR_MAX_MODELS = 65_536
+
+
+def inr_population_size(spec: ModelSpec, pixels: int, channels: int, device: HasType) -> int:
+    """Models per inr population on ``device``: activations and gradients of a step over ``pixels`` coordinates
+    (each hidden layer's pre-activation, sine and gradient), plus weights with Adam's moments, per model."""
+    hidden = list(spec.architecture.options["hidden"])
+    params = sum(a * b + b for a, b in zip([2, *hidden], [*hidden, channels]))
+    footprint = 4 * (pixels * (3 * sum(hidden) + 2 * channels) + 4 * params)
+    if device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(cast(torch.device, device))
+        return max(1, min(INR_MAX_MODELS, int(GPU_MEMORY_FRACTION * free // footprint)))
+    return max(1, min(INR_MAX_MODELS, int(CPU_MEMORY_FRACTION * _free_host_memory() // footprint)))

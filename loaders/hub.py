@@ -479,7 +479,8 @@ def _write_imported_unit(writer: ZooWriter, unit: Unit, table: pa.Table, folder:
     weights = table.column(WEIGHTS_COLUMN).combine_chunks()
     width = weights.type.list_size
     rows = weights.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    records = table.select([c for c in table.column_names if c in fmt.RECORD_FIELDS]).to_pylist()
+    allowed = fmt.record_fields(writer.manifest.kind)
+    records = table.select([c for c in table.column_names if c in allowed]).to_pylist()
     exported = table.column("crc32").to_pylist()
     bad = [m for m, a, b in zip(unit.model_ids, row_checksums(rows), exported) if a != b]
     if bad:

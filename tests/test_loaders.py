@@ -21,14 +21,14 @@ def test_batched_augmentation_preserves_function(name, activation):
     rows = row.expand(3, -1).clone()
     sym = BatchSymmetry(arch.layout, arch.symmetry)
     g = torch.Generator().manual_seed(2)
-    perms, scales = sym.draw(3, activation or "relu", g)
+    perms, scales = sym.draw(3, activation or arch.activation, g)
     out = sym.apply(rows, perms, scales)
     assert not torch.equal(out[0], out[1]), "each sample gets its own transform"
-    x = torch.randn(2, *SHAPES[name], generator=g)
-    with torch.no_grad():
-        ref = module(x)
+    x = torch.randn(2, *arch.input_shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():  # float64 evaluation of the float32 rows, as in test_architectures
+        ref = module.double()(x)
         for b in range(3):
-            other = arch.layout.load_into(arch.module(), out[b]).eval()
+            other = arch.layout.load_into(arch.module().double(), out[b]).eval()
             torch.testing.assert_close(other(x), ref, rtol=1e-4, atol=1e-5)
             # the same as the spec's per-tensor reference transform
             expected = arch.layout.flatten(arch.symmetry.transform(

@@ -105,7 +105,7 @@ def test_checkpoint_epochs_all():
 
 @pytest.mark.parametrize("overrides,message", [
     ({"architecture__name": "cnn-xs"}, r"tiny.toml: field 'architecture.name': got 'cnn-xs'; allowed: cnn-l, cnn-s, "
-                                       r"mlp, resnet, resnet18, smallcnn \(did you mean 'cnn-s'\?\)"),
+                                       r"mlp, resnet, resnet18, siren, smallcnn \(did you mean 'cnn-s'\?\)"),
     ({"checkpoints__epochs": [0, -1]}, r"tiny.toml: field 'checkpoints.epochs': got -1; epochs are integers in the "
                                        r"inclusive range \[0, 3\]"),
     ({"checkpoints__epochs": [0, 9]}, r"field 'checkpoints.epochs': got 9"),

@@ -24,20 +24,25 @@ class DatasetInfo:
     size: int  # native square side in pixels
     source: str  # where the pixels come from (torchvision class, folder, sklearn)
     train_size: int = 0  # images in the train split (before a manifest's val_size hold-out)
+    test_size: int = 0  # images in the test split
+
+    def split_size(self, split: str) -> int:
+        """Images in the source's ``train`` or ``test`` split."""
+        return self.train_size if split == "train" else self.test_size
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 for _info in (
-    DatasetInfo("mnist", 10, 1, 28, "torchvision.datasets.MNIST", 60000),
-    DatasetInfo("fashion-mnist", 10, 1, 28, "torchvision.datasets.FashionMNIST", 60000),
-    DatasetInfo("cifar10", 10, 3, 32, "torchvision.datasets.CIFAR10", 50000),
-    DatasetInfo("cifar100", 100, 3, 32, "torchvision.datasets.CIFAR100", 50000),
-    DatasetInfo("svhn", 10, 3, 32, "torchvision.datasets.SVHN", 73257),
-    DatasetInfo("usps", 10, 1, 16, "torchvision.datasets.USPS", 7291),
-    DatasetInfo("stl10", 10, 3, 96, "torchvision.datasets.STL10", 5000),
-    DatasetInfo("tiny-imagenet", 200, 3, 64, "image folder (Tiny-ImageNet layout)", 100000),
-    DatasetInfo("digits", 10, 1, 8, "sklearn.datasets.load_digits (bundled, offline)", 1438),
+    DatasetInfo("mnist", 10, 1, 28, "torchvision.datasets.MNIST", 60000, 10000),
+    DatasetInfo("fashion-mnist", 10, 1, 28, "torchvision.datasets.FashionMNIST", 60000, 10000),
+    DatasetInfo("cifar10", 10, 3, 32, "torchvision.datasets.CIFAR10", 50000, 10000),
+    DatasetInfo("cifar100", 100, 3, 32, "torchvision.datasets.CIFAR100", 50000, 10000),
+    DatasetInfo("svhn", 10, 3, 32, "torchvision.datasets.SVHN", 73257, 26032),
+    DatasetInfo("usps", 10, 1, 16, "torchvision.datasets.USPS", 7291, 2007),
+    DatasetInfo("stl10", 10, 3, 96, "torchvision.datasets.STL10", 5000, 8000),
+    DatasetInfo("tiny-imagenet", 200, 3, 64, "image folder (Tiny-ImageNet layout)", 100000, 10000),
+    DatasetInfo("digits", 10, 1, 8, "sklearn.datasets.load_digits (bundled, offline)", 1438, 359),
 ):
     DATASETS.register(_info.name, _info)
 

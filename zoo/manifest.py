@@ -52,6 +52,9 @@ COMPILE = ("auto", "off")
 SECTIONS: dict[str, dict[str, Field]] = {
     "zoo": {
         "name": Field(str, required=True, doc="zoo name: lowercase letters, digits, '.', '_', '-'"),
+        "kind": Field(str, "classifier", choices=("classifier", "inr"),
+                      doc="classifier: networks trained on a dataset; inr: one neural field fitted per image "
+                          "(its [images] say which)"),
         "description": Field(str, ""),
         "license": Field(str, "unknown"),
         "citation": Field(str, ""),
@@ -106,7 +109,13 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "checkpoints": {
         "epochs": Field((str, list), "all"),
     },
+    "images": {  # inr zoos only: the images of the dataset that get a network each
+        "split": Field(str, "train", choices=("train", "test"), doc="the source dataset's split"),
+        "start": Field(int, 0, minimum=0, maximum=MAX_IMAGES, doc="index of the first image in that split"),
+        "count": Field((int, str), "all", doc="how many consecutive images, or 'all' (to the split's end)"),
+    },
 }
+
 #: Sections whose fields may vary between models (grid, random draws) and become metadata columns.
 VARYING_SECTIONS = ("architecture", "training")
 #: Training fields that must be equal across a zoo (epochs fix the number of checkpoints; precision and
@@ -184,6 +193,12 @@ class Manifest:
     population: Mapping[str, Any]
     checkpoint_epochs: tuple[int, ...]
     _raw: Mapping[str, Any] = field(compare=False, repr=False)
+    images: Mapping[str, Any] = field(default_factory=dict)  # inr zoos: split, start, count
+
+    @property
+    def kind(self) -> str:
+        """``classifier`` or ``inr`` (``zoo.kind``)."""
+        return self.zoo["kind"]
 
     @property
     def name(self) -> str:
@@ -217,11 +232,19 @@ class Manifest:
         population = r.section("population", data.get("population", {}), SECTIONS["population"])
         checkpoints = r.section("checkpoints", data.get("checkpoints", {}), SECTIONS["checkpoints"])
         epochs = _checkpoint_epochs(r, checkpoints["epochs"], training["epochs"])
-        manifest = cls(source, zoo, dataset, architecture, training, population, epochs, dict(data))
+        if "images" in data and zoo["kind"] != "inr":
+            raise r.error("images", "only an inr zoo (zoo.kind = 'inr') fits networks to images")
+        images = r.section("images", data.get("images", {}), SECTIONS["images"]) if zoo["kind"] == "inr" else {}
+        manifest = cls(source, zoo, dataset, architecture, training, population, epochs, dict(data), images)
         manifest._validate(r)
         return manifest
 
     def _validate(self, r: _Reader) -> None:
+        if self.kind == "inr":
+            self._check_inr(r)
+        elif ARCHITECTURES.get(self.architecture["name"]).kind == "inr":
+            raise r.error("architecture.name", f"{self.architecture['name']!r} is a neural field: it belongs in an "
+                                               "inr zoo (zoo.kind = 'inr', with an [images] section)")
         arch = dict(self.architecture)
         try:  # the base values too, even where the grid overrides them
             ARCHITECTURES.get(arch.pop("name")).resolve(self.input_shape, 10, arch, where="architecture")
@@ -232,6 +255,35 @@ class Manifest:
         self._grid_axes(r)
         self._random_space(r)
         self.models  # noqa: B018 - resolves every architecture option combination
+
+    def _check_inr(self, r: _Reader) -> None:
+        fields = [n for n in ARCHITECTURES.names() if ARCHITECTURES.get(n).kind == "inr"]
+        if self.architecture["name"] not in fields:
+            raise r.error("architecture.name", f"an inr zoo fits a neural field; "
+                                               f"{allowed_text(self.architecture['name'], fields)}")
+        if self.training["init"] != "default":  # the field's own init_scheme is its initialization
+            raise r.error("training.init", f"got {self.training['init']!r}; a neural field is initialized by its "
+                                           "architecture's init_scheme (leave training.init at 'default')")
+        self.image_indices  # noqa: B018 - validates [images]
+
+    @cached_property
+    def image_indices(self) -> tuple[int, ...]:
+        """inr zoos: the indices (in the source split ``images.split``) of the images that get a network."""
+        if self.kind != "inr":
+            return ()
+        r = _Reader(self.source)
+        total = DATASETS.get(self.dataset["name"]).split_size(self.images["split"])
+        start, count = self.images["start"], self.images["count"]
+        if isinstance(count, str) and count != "all":
+            raise r.error("images.count", f"got {count!r}; allowed: a number of images or 'all'")
+        if start >= total:
+            raise r.error("images.start", f"got {start}; the {self.images['split']} split of "
+                                          f"{self.dataset['name']!r} has {total} images (0..{total - 1})")
+        stop = total if count == "all" else start + count
+        if isinstance(count, int) and (count < 1 or stop > total):
+            raise r.error("images.count", f"got {count}; from image {start} the {self.images['split']} split of "
+                                          f"{self.dataset['name']!r} has {total - start} images")
+        return tuple(range(start, stop))
 
     # --- the population ------------------------------------------------------------
     @cached_property
@@ -444,13 +496,20 @@ class Manifest:
             configs.append((resolved[key], training, seeds))
         arch_ids = _arch_ids([a for a, _, _ in configs])
         models: list[ModelSpec] = []
+        images: tuple[int | None, ...] = self.image_indices or (None,)
+        total = len(configs) * len(images) * max(len(seeds) for _, _, seeds in configs)
+        if total > MAX_MODELS:
+            raise r.error("population", f"{total} models (configurations x images x seeds); at most {MAX_MODELS}")
         for architecture, training, seeds in configs:
-            for seed in seeds:
-                recipe = {k: v for k, v in training.items() if k not in RUN_FIELDS}
-                hparams = {"architecture": architecture.name, **architecture.options, **recipe, "seed": seed,
-                           "dataset": self.dataset["name"]}
-                models.append(ModelSpec(len(models), seed, arch_ids[architecture.shape_key], architecture,
-                                        training, hparams))
+            for image in images:  # inr zoos: each image gets a network (per seed); classifiers: one pass
+                for seed in seeds:
+                    recipe = {k: v for k, v in training.items() if k not in RUN_FIELDS}
+                    hparams = {"architecture": architecture.name, **architecture.options, **recipe, "seed": seed,
+                               "dataset": self.dataset["name"]}
+                    if image is not None:
+                        hparams.update(image_index=image, image_split=self.images["split"])
+                    models.append(ModelSpec(len(models), seed, arch_ids[architecture.shape_key], architecture,
+                                            training, hparams))
         if not models:
             raise r.error("population", "the population is empty")
         return tuple(models)
@@ -474,6 +533,8 @@ class Manifest:
                 columns[name] = spec.kind if isinstance(spec.kind, type) else spec.kind[0]
         columns["seed"] = int
         columns["dataset"] = str
+        if self.kind == "inr":
+            columns.update(image_index=int, image_split=str)
         return columns
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,6 +32,8 @@ PER_MODEL_BY_VERSION = {
     1: frozenset({"seed", "lr", "weight_decay", "momentum", "init", "init_std"}),
     2: frozenset({"seed", "lr", "weight_decay", "momentum", "init", "init_std", "dropout"}),
 }
+#: What else differs inside one group of an inr zoo: each model fits its own image, in one computation.
+PER_FIELD = frozenset({"image_index", "image_split"})
 PLAN_VERSION = 2
 PER_MODEL = PER_MODEL_BY_VERSION[PLAN_VERSION]
 #: Target bytes of one unit (one shard file) when choosing a default group size.
@@ -89,7 +91,8 @@ class Plan:
         buckets: dict[tuple[str, str], list[ModelSpec]] = {}
         by_structure = self.manifest.population.get("grouping", "structure") == "structure"
         for m in self.manifest.models:
-            structure = {k: v for k, v in m.hparams.items() if k not in self.per_model} if by_structure else {}
+            structure = ({k: v for k, v in m.hparams.items() if k not in self.per_model and k not in PER_FIELD}
+                         if by_structure else {})
             buckets.setdefault((m.arch_id, json.dumps(structure, sort_keys=True)), []).append(m)
         groups: list[Group] = []
         per_arch: dict[str, int] = {}

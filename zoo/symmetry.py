@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # the transforms import torch; declaring and reading a spec n
 NONLINEARITIES = ("act", "pool_act", "relu")
 #: Activations for which positive per-unit rescaling is exact: f(a x) = a f(x), a > 0.
 POSITIVE_HOMOGENEOUS = frozenset({"relu", "leaky_relu"})
-#: Odd activations: f(-x) = -f(x), so a unit's sign can flip.
-ODD = frozenset({"tanh"})
+#: Odd activations: f(-x) = -f(x), so a unit's sign can flip ("sin": siren's sine layers, any omega).
+ODD = frozenset({"tanh", "sin"})
 
 
 def parse_axis(entry: str | None) -> tuple[str, int] | None:

@@ -9,9 +9,10 @@ from .base import ACTIVATIONS, ArchDef, Architecture, Option
 from .convnet import CNN_L, CNN_S, SMALLCNN
 from .mlp import MLP_DEF
 from .resnet import RESNET, RESNET18
+from .siren import SIREN
 
 ARCHITECTURES: Registry[ArchDef] = Registry("architecture")
-for _arch in (CNN_S, CNN_L, SMALLCNN, MLP_DEF, RESNET, RESNET18):
+for _arch in (CNN_S, CNN_L, SMALLCNN, MLP_DEF, RESNET, RESNET18, SIREN):
     ARCHITECTURES.register(_arch.name, _arch)
 
 
@@ -22,7 +23,8 @@ def list_architectures() -> list[str]:
 
 def get_architecture(name: str, in_shape: tuple[int, int, int], num_classes: int = 10,
                      **options: Any) -> Architecture:
-    """Resolve a registered architecture for an input shape, class count and options."""
+    """Resolve a registered architecture for an input shape, class count and options. ``in_shape`` is the image
+    shape (C, H, W), also for a neural field (siren), whose module reads ``Architecture.input_shape`` instead."""
     return ARCHITECTURES.get(name).resolve(in_shape, num_classes, options)
 
 

@@ -24,7 +24,9 @@ from . import cache
 if TYPE_CHECKING:
     from torch import nn
 
-#: Activation names and the ``torch.nn`` class each stands for (by name: declaring them must not import torch).
+#: Activation names an ``activation`` option offers, and the ``torch.nn`` class each stands for (by name: declaring
+#: them must not import torch). A declaration without the option may fix another one (siren: "sin", built into its
+#: module); ``zoo.symmetry`` says what each allows beyond permutation.
 ACTIVATIONS: dict[str, str] = {
     "relu": "ReLU",
     "leaky_relu": "LeakyReLU",
@@ -88,8 +90,17 @@ class ArchDef:
     #: Smallest square input side (pixels) the network takes for given options: below it a conv or pool would get
     #: an empty input. Declared so that a manifest is refused with a message, not a conv error at plan time.
     min_side: Callable[[Mapping[str, Any]], int] = lambda options: 1
-    #: The hidden-unit activation of an architecture without an ``activation`` option (ResNets: "relu").
+    #: The hidden-unit activation of an architecture without an ``activation`` option (ResNets: "relu", siren:
+    #: "sin").
     activation: str | None = None
+    #: The shape of one example the module reads, given the resolved ``in_shape`` (C, H, W) and options: the image
+    #: itself for a classifier; one image's (H * W, 2) coordinate grid for a neural field. A batch is
+    #: ``(N, *input_shape)``.
+    input_shape: Callable[[tuple[int, int, int], Mapping[str, Any]], tuple[int, ...]] = (
+        lambda in_shape, options: tuple(in_shape))
+    #: The zoo kind the architecture serves (a manifest's ``zoo.kind``): "classifier" (images in, class logits
+    #: out) or "inr" (a neural field: coordinates in, pixel values out; ``num_classes`` plays no part).
+    kind: str = "classifier"
 
     def resolve(self, in_shape: tuple[int, int, int], num_classes: int, options: Mapping[str, Any] | None = None,
                 where: str = "architecture") -> Architecture:
@@ -132,6 +143,13 @@ class Architecture:
         return self.options.get("activation", self.definition.activation)
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example the module reads (``ArchDef.input_shape``): ``module()(x)`` takes
+        ``x`` of shape ``(N, *input_shape)``. The image shape (C, H, W) for a classifier; (H * W, 2) pixel
+        coordinates for a neural field such as siren, whose ``in_shape`` is the image it represents."""
+        return tuple(int(s) for s in self.definition.input_shape(self.in_shape, self.options))
+
+    @property
     def definition(self) -> ArchDef:
         """The registered declaration, looked up by name: an ``Architecture`` is a plain value, not a reference."""
         from . import ARCHITECTURES
@@ -156,7 +174,8 @@ class Architecture:
 
     @cached_property
     def activation_numel(self) -> int:
-        """Floats of every leaf module's output for one image: what a forward keeps per image (memoized)."""
+        """Floats of every leaf module's output for one example of ``input_shape`` (an image; for a neural field,
+        one image's whole coordinate grid): what a forward keeps per example (memoized)."""
         return int(cache.remember(self, "activation_numel", self._measure_activations))
 
     def _measure_activations(self) -> int:
@@ -167,7 +186,7 @@ class Architecture:
         hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(
             out.numel() if isinstance(out, torch.Tensor) else 0)) for m in module.modules() if not list(m.children())]
         with torch.no_grad():
-            module(torch.zeros(1, *self.in_shape))
+            module(torch.zeros(1, *self.input_shape))
         for h in hooks:
             h.remove()
         return sum(outputs)

@@ -1,7 +1,8 @@
 """The torch modules behind the registered architectures.
 
-Kept apart from the declarations (``convnet.py``, ``mlp.py``, ``resnet.py``) so that reading a manifest, a plan or a
-store's description never imports torch: a declaration's ``build`` imports this module when a module is made.
+Kept apart from the declarations (``convnet.py``, ``mlp.py``, ``resnet.py``, ``siren.py``) so that reading a manifest, a
+plan or a store's description never imports torch: a declaration's ``build`` imports this module when a module is
+made.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ZooError, allowed_text
 from .base import make_activation
 
 
@@ -137,3 +139,107 @@ class ResNet(nn.Module):
         for stage in range(1, self.stages + 1):
             x = getattr(self, f"layer{stage}")(x)
         return self.fc(self.avgpool(x).flatten(1))
+
+
+# --- neural fields --------------------------------------------------------------------------------------------
+
+
+def coordinate_grid(height: int, width: int, order: str = "ij", dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """(height * width, 2) coordinates of the pixels in row-major order (pixel (r, c) is row ``r * width + c``),
+    each axis over ``linspace(-1, 1, side)``: ``order`` "ij" gives (row, column), as torch.meshgrid's 'ij'
+    (NFN); "xy" gives (column, row), as numpy.meshgrid's default 'xy' (DWSNets)."""
+    if order not in ("ij", "xy"):
+        raise ZooError(f"coords: {allowed_text(order, ('ij', 'xy'))}")
+    rows = torch.linspace(-1, 1, height, dtype=dtype, device=device)
+    cols = torch.linspace(-1, 1, width, dtype=dtype, device=device)
+    r, c = torch.meshgrid(rows, cols, indexing="ij")  # (H, W) each: the row-major pixel grid
+    pair = (r, c) if order == "ij" else (c, r)
+    return torch.stack(pair, dim=-1).reshape(height * width, 2)
+
+
+def to_unit(values: torch.Tensor, pixels: str) -> torch.Tensor:
+    """A field's output values -> pixel values in [0, 1] (not clipped): the inverse of ``from_unit``."""
+    if pixels == "unit":
+        return values
+    if pixels == "signed":
+        return (values + 1) / 2
+    raise ZooError(f"pixels: {allowed_text(pixels, ('unit', 'signed'))}")
+
+
+def from_unit(images: torch.Tensor, pixels: str) -> torch.Tensor:
+    """Pixel values in [0, 1] -> the values a field with option ``pixels`` fits: "unit" keeps them, "signed" maps
+    them to [-1, 1] (2 v - 1, i.e. Normalize(0.5, 0.5))."""
+    if pixels == "unit":
+        return images
+    if pixels == "signed":
+        return images * 2 - 1
+    raise ZooError(f"pixels: {allowed_text(pixels, ('unit', 'signed'))}")
+
+
+class Sine(nn.Module):
+    """``sin(omega * x)``: a SIREN layer's nonlinearity, its omega a constant of the architecture (not stored)."""
+
+    def __init__(self, omega: float) -> None:
+        super().__init__()
+        self.omega = float(omega)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Elementwise ``sin(omega * x)``."""
+        return torch.sin(self.omega * x)
+
+    def extra_repr(self) -> str:
+        """Shown in the module's repr."""
+        return f"omega={self.omega}"
+
+
+class Siren(nn.Module):
+    """Sine layers ``net.0``..``net.{n-1}`` (``sin(w (W x + b))``, ``first_w0`` for the first, ``w0`` after), a
+    linear ``net.{n}`` to the channels, plus ``offset``; the names are the ones its symmetry table uses.
+
+    Init (drawn layer by layer in construction order from torch's global generator): ``sitzmann``: first layer
+    weights U(+-1/in), later sine layers and the output layer U(+-sqrt(6/in)/w0), biases nn.Linear's default;
+    ``dwsnets``: each sine layer U(+-sqrt(6/in)/its w0) with zero bias, the output layer nn.Linear's default."""
+
+    def __init__(self, channels: int, *, hidden: Sequence[int] = (32, 32), w0: float = 30.0, first_w0: float = 30.0,
+                 offset: float = 0.0, init_scheme: str = "sitzmann", coords: str = "ij", pixels: str = "unit") -> None:
+        super().__init__()
+        if init_scheme not in ("sitzmann", "dwsnets"):
+            raise ZooError(f"init_scheme: {allowed_text(init_scheme, ('sitzmann', 'dwsnets'))}")
+        self.omegas = [float(first_w0)] + [float(w0)] * (len(hidden) - 1) if hidden else []  # one per sine layer
+        self.offset = float(offset)
+        self.coords, self.pixels = coords, pixels
+        sizes = [2, *hidden, channels]
+        layers = []
+        for i in range(len(sizes) - 1):
+            layer = nn.Linear(sizes[i], sizes[i + 1])
+            self._init(layer, i, init_scheme, float(w0))
+            layers.append(layer)
+        self.net = nn.ModuleList(layers)
+        # sin as modules (no tensors, so the layout is the Linear layers'): activation sizes count their outputs
+        self.sines = nn.ModuleList(Sine(omega) for omega in self.omegas)
+
+    def _init(self, layer: nn.Linear, i: int, scheme: str, w0: float) -> None:
+        fan_in = layer.in_features
+        sine = i < len(self.omegas)
+        with torch.no_grad():
+            if scheme == "sitzmann":
+                bound = 1 / fan_in if i == 0 and sine else math.sqrt(6 / fan_in) / w0
+                layer.weight.uniform_(-bound, bound)
+            elif sine:  # dwsnets: the output layer keeps nn.Linear's init
+                layer.weight.uniform_(-math.sqrt(6 / fan_in) / self.omegas[i], math.sqrt(6 / fan_in) / self.omegas[i])
+                layer.bias.zero_()
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """Values (..., C) at coordinates (..., 2), in the output space the ``pixels`` option names."""
+        h = coords
+        for layer, sine in zip(self.net, self.sines):
+            h = sine(layer(h))
+        return self.net[-1](h) + self.offset
+
+    def image(self, height: int, width: int) -> torch.Tensor:
+        """The (C, height, width) image the field represents on a height x width grid of ``coordinate_grid`` (its
+        ``coords`` order), in the output space (``to_unit(values, self.pixels)`` gives pixel values in [0, 1])."""
+        weight = next(self.parameters())
+        grid = coordinate_grid(height, width, self.coords, dtype=weight.dtype, device=weight.device)
+        return self(grid).T.reshape(-1, height, width)

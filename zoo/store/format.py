@@ -20,10 +20,12 @@ import pyarrow as pa
 from ..errors import ZooError
 
 FORMAT_NAME = "weightzoo"
-#: Version 2 (this library) adds the ``plan_version`` attribute (dropout rates no longer split groups) and the
-#: ``precision`` and ``step_mode`` columns; version 1 stores are read as they are (their plan is version 1).
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: Version 2 adds the ``plan_version`` attribute (dropout rates no longer split groups) and the ``precision`` and
+#: ``step_mode`` columns; version 1 stores are read as they are (their plan is version 1). Version 3 (this
+#: library) adds zoo kinds: an inr store's metadata has the columns of ``KIND_COLUMNS["inr"]``; a classifier
+#: store's metadata is version 2's.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 ATTRS_KEY = "weightzoo"
 WEIGHTS_GROUP = "weights"
 METADATA_DIR = "metadata"
@@ -60,20 +62,35 @@ RUN_COLUMNS: dict[str, pa.DataType] = {
 }
 #: The fields a builder's (or importer's) per-checkpoint record may carry; the store fills in the rest.
 RECORD_FIELDS = frozenset(METRIC_COLUMNS) | frozenset(RUN_COLUMNS) | {"status"}
+#: Per-checkpoint columns of a zoo kind beyond the classifier's (``manifest.zoo.kind``).
+KIND_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "classifier": {},
+    # a neural field: its image's class, the optimizer step, the fit on the pixel grid and on the 2x grid
+    "inr": {"label": pa.int64(), "step": pa.int64(), "mse": pa.float64(), "psnr": pa.float64(),
+            "psnr_2x": pa.float64()},
+}
+
+
+def record_fields(kind: str = "classifier") -> frozenset[str]:
+    """The fields a per-checkpoint record of a zoo of ``kind`` may carry."""
+    return RECORD_FIELDS | frozenset(KIND_COLUMNS[kind])
+
+
 _PY_TO_ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_(), list: pa.list_(pa.int64())}
 
 
-def metadata_schema(hparam_columns: dict[str, type]) -> pa.Schema:
-    """The full metadata schema: ids, metrics, provenance, then one typed column per hyperparameter."""
-    fields = {**ID_COLUMNS, **METRIC_COLUMNS, **RUN_COLUMNS}
-    for name, kind in hparam_columns.items():
+def metadata_schema(hparam_columns: dict[str, type], kind: str = "classifier") -> pa.Schema:
+    """The full metadata schema: ids, metrics, provenance, the kind's columns, then one typed column per
+    hyperparameter."""
+    fields = {**ID_COLUMNS, **METRIC_COLUMNS, **RUN_COLUMNS, **KIND_COLUMNS[kind]}
+    for name, column_type in hparam_columns.items():
         if name in fields:
             raise ZooError(f"hyperparameter column {name!r} collides with a store column; the store's own columns "
                            f"are {', '.join(fields)} (rename the architecture option)")
-        if kind not in _PY_TO_ARROW:
-            raise ZooError(f"hyperparameter column {name!r}: type {getattr(kind, '__name__', kind)!r} has no metadata "
-                           f"column type; allowed: {', '.join(k.__name__ for k in _PY_TO_ARROW)}")
-        fields[name] = _PY_TO_ARROW[kind]
+        if column_type not in _PY_TO_ARROW:
+            raise ZooError(f"hyperparameter column {name!r}: type {getattr(column_type, '__name__', column_type)!r} "
+                           f"has no metadata column type; allowed: {', '.join(k.__name__ for k in _PY_TO_ARROW)}")
+        fields[name] = _PY_TO_ARROW[column_type]
     return pa.schema([pa.field(k, v) for k, v in fields.items()])
 
 

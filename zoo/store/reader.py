@@ -197,7 +197,7 @@ class Zoo:
     @cached_property
     def schema(self) -> pa.Schema:
         """The Arrow schema every metadata file of this zoo has (fixed columns, then its hyperparameter columns)."""
-        return fmt.metadata_schema(self.manifest.hparam_columns())
+        return fmt.metadata_schema(self.manifest.hparam_columns(), self.manifest.kind)
 
     def refresh(self) -> None:
         """Forget cached metadata and shard indexes (the store changed)."""
@@ -291,6 +291,25 @@ class Zoo:
         flat = torch.from_numpy(self.read_rows(arch_id, [row])[0])
         return self.layout(arch_id).load_into(module, flat).eval()
 
+    def render(self, model_id: int, epoch: int, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """The image a neural field of an inr zoo represents: (C, H, W) pixel values in [0, 1] (clamped) on a grid
+        of ``size`` (an int for a square, (height, width); default: the fitted image's size), evaluated with
+        the checkpoint's conventions (coordinate order, output offset, pixel range)."""
+        from .. import errors
+        from ..architectures.modules import to_unit
+
+        if self.manifest.kind != "inr":
+            raise errors.ZooError(f"{self.url}: render draws the images of an inr zoo; this zoo's kind is "
+                                  f"{self.manifest.kind!r}")
+        _, height, width = self.manifest.input_shape
+        if size is not None:
+            height, width = (size, size) if isinstance(size, int) else size
+        if not (isinstance(height, int) and isinstance(width, int) and 1 <= height <= 4096 and 1 <= width <= 4096):
+            raise errors.ZooError(f"render: size {size!r}; expected sides in [1, 4096]")
+        module: Any = self.module(model_id, epoch)  # a modules.Siren
+        with _no_grad():
+            return to_unit(module.image(height, width), module.pixels).clamp(0, 1)
+
     # --- summaries --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Build progress (``zoo status``): units and checkpoints done against planned, overall and per
@@ -362,3 +381,9 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
                for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _no_grad():
+    import torch
+
+    return torch.no_grad()

@@ -6,16 +6,26 @@ temporary name and renamed into place. A checkpoint exists if and only if its
 metadata row exists, so a crash at any instant leaves no half checkpoint and
 a rerun redoes exactly the units without metadata. Units own disjoint shards
 and fragment files, so concurrent writers never touch the same file.
+
+Speed without loosening that order: a helper thread writes and fsyncs the
+shard while this thread encodes the fragment (checksums, Arrow columns,
+Parquet bytes in memory) and writes and fsyncs it under its temporary name;
+the rename waits for both. ``write_units`` commits a batch that way with one
+fsync of the metadata folder. ``durable=False`` (opt-in) skips every fsync.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import functools
+import importlib.util
 import os
+import re
 import sys
+import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +43,7 @@ from ..manifest import Manifest
 from ..plan import Plan, Unit
 from . import format as fmt
 from .reader import Zoo, is_url, local_path
-from .rows import encode_shard, fast_path_ok, row_checksums
+from .rows import fast_path_ok, row_checksums, shard_parts
 
 if TYPE_CHECKING:
     import torch
@@ -41,8 +51,90 @@ if TYPE_CHECKING:
 CODECS = {"zstd": lambda: zarr.codecs.ZstdCodec(level=3), "blosc": lambda: zarr.codecs.BloscCodec()}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+#: Parquet options of a unit's fragment (a few dozen rows, read whole): no compression, dictionaries or statistics,
+#: which cost more to write than they save on so few rows (``benchmarks/store.py``). Compacted parts keep pyarrow's
+#: defaults. Either is plain Parquet of the same schema; readers see no difference.
+FRAGMENT_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_all(fd: int, parts: Sequence[Any]) -> None:
+    """Write every buffer of ``parts`` to ``fd``, in order (``os.write`` may write less than it is given)."""
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _write_file(path: Path, parts: Sequence[Any], durable: bool) -> None:
+    """Create (or replace) ``path`` holding ``parts``, flushed to disk when ``durable`` before this returns."""
+    fd = os.open(path, _CREATE, 0o666)
+    try:
+        _write_all(fd, parts)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: str | Path) -> None:
+    """Make renames, creations and removals of entries in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parquet_options(name: str) -> Mapping[str, Any]:
+    """A unit fragment's cheap options, or pyarrow's defaults for any other metadata file (compacted parts)."""
+    return FRAGMENT_OPTIONS if fmt.unit_of_fragment(name) is not None else {}
+
+
+def _parquet_bytes(table: pa.Table, options: Mapping[str, Any]) -> pa.Buffer:
+    """``table`` as the bytes of one Parquet file (encoded in memory: the file is then written in one call)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **options)
+    return sink.getvalue()
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """This process's helper threads for writing and flushing shard files (a forked child, which has none of its
+    parent's threads, starts its own)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="weightzoo-io")
+        return _POOL[1]
+
+
+def _write_shard(path: Path, rows: np.ndarray, shard_rows: int, durable: bool) -> None:
+    """Create (or replace) the shard file whose first slots hold ``rows``, encoded by ``rows.shard_parts`` (the
+    bytes zarr writes) and flushed to disk when ``durable``. A shard of only the fill value has no file (zarr
+    writes none): an old one is removed."""
+    parts = shard_parts(rows, shard_rows)
+    if parts is None:
+        if path.exists():
+            path.unlink()
+            if durable:
+                _fsync_dir(path.parent)
+        return
+    if not path.parent.is_dir():  # the shard's folder (c/<shard>/) is new
+        path.parent.mkdir(parents=True, exist_ok=True)
+    _write_file(path, parts, durable)
+
+
+def _flush_file(path: Path) -> None:
+    """Flush a file written by someone else (zarr) to disk; a missing file (zarr wrote none) is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
     try:
         os.fsync(fd)
     finally:
@@ -50,13 +142,23 @@ def _fsync(path: Path) -> None:
 
 
 class ZooWriter(Zoo):
-    """A store opened for writing units."""
+    """A store opened for writing units.
+
+    ``durable`` (default True): each commit waits until the unit's shard and then its metadata are on disk
+    (``fsync``), so a power loss or kernel crash never leaves a checkpoint whose weights were lost. ``False``
+    skips every ``fsync`` for a bulk write that can be redone: the commit order still holds for a process that
+    dies (the kernel keeps what was written), but after a power loss or kernel crash a committed unit may have lost
+    its weights or be lost itself; ``zoo verify`` names such rows by their checksums.
+    """
 
     read_only = False
 
-    def __init__(self, path: str | Path, *, storage_options: dict | None = None) -> None:
+    def __init__(self, path: str | Path, *, storage_options: dict | None = None, durable: bool = True) -> None:
         super().__init__(path, storage_options=storage_options)
         self.group = self._open_group(mode="r+")
+        self.durable = bool(durable)
+        self._direct: dict[str, bool] = {}  # arch -> shards encoded here (fast_path_ok), asked once per array
+        self._hparams: dict[tuple[int, ...], dict[str, pa.Array]] = {}  # model ids -> hyperparameter columns
 
     # --- the commit protocol -------------------------------------------------------------
     def write_unit(self, unit: Unit, weights: np.ndarray | torch.Tensor, records: Sequence[Mapping[str, Any]],
@@ -66,6 +168,70 @@ class ZooWriter(Zoo):
         A record gives the checkpoint's metrics and provenance (see ``format.METRIC_COLUMNS`` and
         ``RUN_COLUMNS``) and ``status``; ids, row, checksum and hyperparameters are filled in here.
         """
+        self.write_units([(unit, weights, records)], _after_weights=_after_weights)
+
+    def write_units(self, batch: Iterable[tuple[Unit, np.ndarray | torch.Tensor, Sequence[Mapping[str, Any]]]],
+                    *, _after_weights: Callable[[], None] | None = None) -> None:
+        """Commit several units, each as ``write_unit`` would: every shard is written and made durable before any
+        fragment of the batch is renamed into place, and the metadata folder is flushed once for the batch. A
+        crash leaves each unit committed or absent. Every unit is checked before anything is written.
+
+        ``_after_weights`` (tests) runs once the weights are durable, before any fragment is renamed into place.
+        """
+        items = [self._checked(unit, weights, records) for unit, weights, records in batch]
+        ids = [unit.unit_id for unit, _, _ in items]
+        if len(set(ids)) != len(ids):
+            raise ZooError(f"units {sorted({i for i in ids if ids.count(i) > 1})} appear twice in one batch")
+        if not items:
+            return
+        if self.local is None:  # an object store publishes each object whole and durable on PUT
+            for unit, weights, _ in items:
+                self._write_weights_zarr(unit, weights)
+            if _after_weights is not None:
+                _after_weights()
+            for unit, weights, records in items:
+                table = self._records_table(unit, records, row_checksums(weights))
+                self._put_fragment(fmt.fragment_name(unit.unit_id), table)
+            self.refresh()
+            return
+
+        # 1. weights: each unit's whole shard written and flushed by helper threads (file writes and fsync release
+        #    the GIL) while this thread encodes the metadata and writes it to temporary files
+        directory = self.local / fmt.METADATA_DIR
+        shards: list[Future[None]] = []
+        staged: list[tuple[Path, Path]] = []
+        try:
+            try:
+                for unit, weights, _ in items:
+                    shards.append(self._start_weights(unit, weights))
+                directory.mkdir(parents=True, exist_ok=True)
+                for unit, weights, records in items:
+                    table = self._records_table(unit, records, row_checksums(weights))
+                    payload = _parquet_bytes(table, FRAGMENT_OPTIONS)
+                    name = fmt.fragment_name(unit.unit_id)
+                    tmp = directory / f"{fmt.TMP_PREFIX}{uuid.uuid4().hex}-{name}"
+                    staged.append((tmp, directory / name))
+                    _write_file(tmp, [payload], self.durable)
+            finally:
+                wait(shards)  # no shard is still being written once this returns, whatever failed
+            for shard in shards:
+                shard.result()  # each shard durable (or the first failure raised): no fragment is visible before
+            if _after_weights is not None:
+                _after_weights()
+            # 2. metadata: each fragment renamed into place, then the folder flushed once for the batch
+            for tmp, final in staged:
+                os.replace(tmp, final)
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        if self.durable:
+            _fsync_dir(directory)
+        self.refresh()
+
+    def _checked(self, unit: Unit, weights: np.ndarray | torch.Tensor, records: Sequence[Mapping[str, Any]]
+                 ) -> tuple[Unit, np.ndarray, Sequence[Mapping[str, Any]]]:
+        """The unit's rows as a C-contiguous little-endian float32 array, after checking shapes and records."""
         if not isinstance(weights, np.ndarray):  # a torch tensor (torch is not imported to ask)
             weights = weights.detach().cpu().numpy()
         weights = np.ascontiguousarray(weights, dtype="<f4")
@@ -75,7 +241,7 @@ class ZooWriter(Zoo):
             raise ZooError(f"unit {unit.unit_id}: weights of shape {weights.shape}; expected ({n}, {layout_size})")
         if len(records) != n:
             raise ZooError(f"unit {unit.unit_id}: {len(records)} metadata records for {n} models")
-        allowed = fmt.RECORD_FIELDS
+        allowed = fmt.record_fields(self.manifest.kind)
         for rec in records:
             unknown = set(rec) - allowed
             if unknown:
@@ -83,79 +249,101 @@ class ZooWriter(Zoo):
                                f"allowed: {', '.join(sorted(allowed))}")
             if rec.get("status", "ok") not in fmt.STATUSES:
                 raise ZooError(f"unit {unit.unit_id}: status {rec['status']!r}; allowed: {', '.join(fmt.STATUSES)}")
+        return unit, weights, records
 
-        # 1. weights: the unit's whole shard, padded to the group size, then flushed
-        g = self.attrs["group_size"]
-        block = np.zeros((g, layout_size), dtype="<f4")
-        block[:n] = weights
-        array = self.weights(unit.arch_id)
-        if self.local is not None and fast_path_ok(array):
-            self._write_shard(array, unit.row_start // g, block)
-        else:
-            array[unit.row_start:unit.row_start + g] = block
-        if self.local is not None:
-            shard_key = array.metadata.encode_chunk_key((unit.row_start // g, 0))
-            shard = self.local / array.path / shard_key
-            if shard.exists():
-                _fsync(shard)
-        if _after_weights is not None:
-            _after_weights()
+    def _start_weights(self, unit: Unit, weights: np.ndarray) -> Future[None]:
+        """Start writing the unit's shard (a local store) on a helper thread; the future is done once it is durable.
 
-        # 2. metadata: fragment written to a temporary name, flushed, renamed into place
-        table = self._records_table(unit, weights, records)
-        self._write_fragment(fmt.fragment_name(unit.unit_id), table)
-        self.refresh()
-
-    def _write_shard(self, array: zarr.Array, shard: int, block: np.ndarray) -> None:
-        """The unit's shard file, encoded here (``rows.encode_shard``, the same bytes zarr writes) and written
-        in one call; a shard zarr would leave out (every row the fill value) is removed, as zarr removes it."""
+        The direct layout's shard is encoded by the writer itself (``rows.shard_parts``, the bytes zarr writes) and
+        written in one go; any other layout (compressed) is written through zarr here, then flushed there."""
         assert self.local is not None
-        path = self.local / array.path / array.metadata.encode_chunk_key((shard, 0))
-        data = encode_shard(block)
-        if data is None:
-            path.unlink(missing_ok=True)
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+        array = self.weights(unit.arch_id)
+        g = self.attrs["group_size"]
+        path = self.local / array.path / array.metadata.encode_chunk_key((unit.row_start // g, 0))
+        direct = self._direct.get(unit.arch_id)
+        if direct is None:
+            direct = self._direct[unit.arch_id] = fast_path_ok(array)
+        if direct:
+            return _io_pool().submit(_write_shard, path, weights, g, self.durable)
+        self._write_weights_zarr(unit, weights)
+        if self.durable:
+            return _io_pool().submit(_flush_file, path)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
 
-    def _records_table(self, unit: Unit, weights: np.ndarray, records: Sequence[Mapping[str, Any]]) -> pa.Table:
-        schema = self.schema
+    def _write_weights_zarr(self, unit: Unit, weights: np.ndarray) -> None:
+        """The unit's rows, padded to the group size, written through zarr (compressed arrays, object stores)."""
+        g = self.attrs["group_size"]
+        block = np.zeros((g, weights.shape[1]), dtype="<f4")
+        block[:len(weights)] = weights
+        self.weights(unit.arch_id)[unit.row_start:unit.row_start + g] = block
+
+    def _hparam_columns(self, model_ids: tuple[int, ...]) -> dict[str, pa.Array]:
+        """The hyperparameter columns of these models (the same for every epoch of a group: built once)."""
+        columns = self._hparams.get(model_ids)
+        if columns is None:
+            hparams = [self.manifest.models[m].hparams for m in model_ids]
+            own = {**fmt.ID_COLUMNS, **fmt.METRIC_COLUMNS, **fmt.RUN_COLUMNS, **fmt.KIND_COLUMNS[self.manifest.kind]}
+            columns = {f.name: pa.array([h.get(f.name) for h in hparams], f.type)
+                       for f in self.schema if f.name not in own}
+            if len(self._hparams) >= 256:  # a build moves through its groups in order: keep the recent ones
+                self._hparams.clear()
+            self._hparams[model_ids] = columns
+        return columns
+
+    def _records_table(self, unit: Unit, records: Sequence[Mapping[str, Any]], checksums: np.ndarray) -> pa.Table:
+        """The unit's metadata rows, built column by column in the schema's order; ``checksums``: the rows'
+        ``row_checksums``."""
         n = len(unit.model_ids)
-        columns: dict[str, list] = {name: [None] * n for name in schema.names}
-        fixed = {"epoch": unit.epoch, "arch": unit.arch_id, "unit": unit.unit_id, "group": unit.group,
-                 "weightzoo_version": __version__, "torch_version": _torch_version()}
-        for name, value in fixed.items():
-            columns[name] = [value] * n
-        columns["model_id"] = list(unit.model_ids)
-        columns["row"] = [unit.row_start + slot for slot in range(n)]
-        columns["crc32"] = row_checksums(weights).tolist()
-        columns["status"] = [rec.get("status", "ok") for rec in records]
-        for slot, (model_id, rec) in enumerate(zip(unit.model_ids, records)):
-            for k, v in rec.items():
-                if k != "status":
-                    columns[k][slot] = v
-            for k, v in self.manifest.models[model_id].hparams.items():
-                columns[k][slot] = v
-        return pa.Table.from_pydict(columns, schema=schema)
+        filled: dict[str, Any] = {
+            "model_id": np.asarray(unit.model_ids, dtype=np.int64),
+            "row": np.arange(unit.row_start, unit.row_start + n, dtype=np.int64),
+            "crc32": checksums,
+            "status": [rec.get("status", "ok") for rec in records],
+        }
+        defaults = {"epoch": unit.epoch, "arch": unit.arch_id, "unit": unit.unit_id, "group": unit.group,
+                    "weightzoo_version": __version__, "torch_version": _torch_version()}
+        hparams = self._hparam_columns(unit.model_ids)
+        given = set().union(*records) if records else set()
+        arrays: list[pa.Array] = []
+        for f in self.schema:
+            name = f.name
+            if name in hparams:
+                arrays.append(hparams[name])
+            elif name in filled:
+                arrays.append(pa.array(filled[name], f.type))
+            elif name in given:  # reported by at least one record (a record may also set a provenance default)
+                default = defaults.get(name)
+                arrays.append(pa.array([rec.get(name, default) for rec in records], f.type))
+            elif name in defaults:
+                arrays.append(pa.array([defaults[name]] * n, f.type))
+            else:
+                arrays.append(pa.nulls(n, f.type))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def _put_fragment(self, name: str, table: pa.Table) -> None:
+        """A metadata file of a remote store, published whole (object stores make a PUT visible atomically)."""
+        fs, root = self.fs
+        with fs.open(f"{root}/{fmt.METADATA_DIR}/{name}", "wb") as f:
+            f.write(_parquet_bytes(table, _parquet_options(name)))
 
     def _write_fragment(self, name: str, table: pa.Table) -> None:
-        fs, root = self.fs
-        directory = f"{root}/{fmt.METADATA_DIR}"
-        if self.local is not None:
-            os.makedirs(directory, exist_ok=True)
-            tmp = Path(directory) / f"{fmt.TMP_PREFIX}{uuid.uuid4().hex}-{name}"
-            pq.write_table(table, tmp)
-            _fsync(tmp)
-            os.replace(tmp, Path(directory) / name)
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        else:  # object stores publish a whole object atomically on PUT
-            with fs.open(f"{directory}/{name}", "wb") as f:
-                pq.write_table(table, f)
+        """A metadata file written to a temporary name, flushed, renamed into place, and the rename flushed; always
+        durable (compaction removes fragments once this returns: their rows must not live only in the cache)."""
+        if self.local is None:
+            self._put_fragment(name, table)
+            return
+        directory = self.local / fmt.METADATA_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"{fmt.TMP_PREFIX}{uuid.uuid4().hex}-{name}"
+        try:
+            _write_file(tmp, [_parquet_bytes(table, _parquet_options(name))], durable=True)
+            os.replace(tmp, directory / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
 
     # --- maintenance --------------------------------------------------------------------------
     def compact(self) -> int:
@@ -209,23 +397,26 @@ def _store_attributes(manifest: Manifest, plan: Plan, compressor: str | None) ->
         "units": len(plan.units),
         "compressor": compressor,
         "architectures": archs,
-        "metadata": {"directory": fmt.METADATA_DIR, "schema": [[f.name, str(f.type)] for f in
-                                                               fmt.metadata_schema(manifest.hparam_columns())]},
+        "metadata": {"directory": fmt.METADATA_DIR, "schema": [
+            [f.name, str(f.type)] for f in fmt.metadata_schema(manifest.hparam_columns(), manifest.kind)]},
     }
 
 
 def create(path: str | Path, manifest: Manifest, *, group_size: int | None = None, compressor: str | None = None,
-           storage_options: dict | None = None, extra_attrs: Mapping[str, Any] | None = None) -> ZooWriter:
+           storage_options: dict | None = None, extra_attrs: Mapping[str, Any] | None = None,
+           durable: bool = True) -> ZooWriter:
     """Create a store for ``manifest``, or reopen it when it already holds the same zoo (resume).
 
     ``extra_attrs`` join the self-description of a store this call creates (``imported_from``, ``split``).
+    ``durable=False`` commits units without waiting for the disk (see ``ZooWriter``): only for a bulk write that
+    can be redone after a power loss.
     An existing store built from another manifest or group size is an error, never overwritten.
     """
     plan = Plan(manifest, group_size)
     if compressor is not None and compressor not in CODECS:
         raise ZooError(f"compressor {compressor!r}; allowed: {', '.join(sorted(CODECS))} or none")
     try:
-        existing = ZooWriter(path, storage_options=storage_options)
+        existing = ZooWriter(path, storage_options=storage_options, durable=durable)
     except FileNotFoundError:
         existing = None
     if existing is not None:
@@ -258,7 +449,7 @@ def create(path: str | Path, manifest: Manifest, *, group_size: int | None = Non
         _create_arrays(group, attrs)
     except (FileNotFoundError, PermissionError) as e:  # e.g. no such bucket, no write permission
         raise StoreError(f"{path}: cannot create a store here ({type(e).__name__}: {e})") from None
-    return ZooWriter(path, storage_options=storage_options)
+    return ZooWriter(path, storage_options=storage_options, durable=durable)
 
 
 def _create_arrays(group: zarr.Group, attrs: dict[str, Any]) -> None:
@@ -276,7 +467,8 @@ def _create_arrays(group: zarr.Group, attrs: dict[str, Any]) -> None:
 
 
 def _torch_version() -> str:
-    """torch's version without importing it (a store written from numpy rows never needs torch)."""
+    """torch's ``__version__`` without importing it (a store written from numpy rows never needs torch): the same
+    text whether or not this process imported torch, so parallel writers record one spelling."""
     torch = sys.modules.get("torch")
     if torch is not None:
         return str(torch.__version__)
@@ -285,7 +477,20 @@ def _torch_version() -> str:
 
 @functools.cache
 def _installed_torch() -> str:
-    """The installed distribution's version (reading package metadata costs milliseconds: once per process)."""
+    """The installed torch's ``__version__``, read from its ``version.py`` (the distribution's version lacks the
+    local part, such as ``+cu130``); once per process, since finding it costs milliseconds. "none" without torch."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            text = (Path(folder) / "version.py").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        if found:
+            return found.group(1)
     try:
         return metadata.version("torch")
     except metadata.PackageNotFoundError:
