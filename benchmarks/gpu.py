@@ -10,7 +10,9 @@ Prints a table and writes the same figures as JSON (``--json-out``):
 3. ResNet-18 (CIFAR stem) images/s at K=1 and the best K, in fp32 and bf16-mixed;
 4. the loader on ResNet-18 checkpoints: tokens + permutation + rescaling + normalization of whole rows with
    ``device=`` (workers read raw rows into pinned memory; the transform runs on the GPU) against the same on the
-   CPU workers, and windows of 256 tokens, samples/s.
+   CPU workers, and windows of 256 tokens, samples/s;
+5. neural fields: 10,000 MNIST-sized SIRENs (synthetic 28x28 images) fitted as one population with the DWSNets
+   recipe (Adam, lr 5e-4, whole images), a measured slice of steps extrapolated to its 1,000 steps.
 
 ``--smoke`` runs every part at toy sizes on whatever device is there (the CPU here), so the script is tested
 before a device is lent.
@@ -159,13 +161,48 @@ def loader(device: torch.device, rows: int, batch: int, workers: int, epochs: in
     return out
 
 
+def inr(device: torch.device, models: int, steps: int, recipe_steps: int = 1000) -> dict:
+    """``models`` SIRENs on synthetic 28x28 images fitted as one population for ``steps`` steps (after one warm-up
+    step), extrapolated to ``recipe_steps``."""
+    from builders.inr import InrPopulation
+    from zoo.manifest import Manifest
+
+    manifest = Manifest.from_dict({
+        "zoo": {"name": "gpu-inr", "kind": "inr"}, "dataset": {"name": "mnist"},
+        "images": {"split": "train", "count": min(models, 60000)},
+        "architecture": {"name": "siren", "offset": 0.5, "init_scheme": "dwsnets", "coords": "xy"},
+        "training": {"lr": 5e-4, "epochs": recipe_steps, "batch_size": 784}, "population": {"seeds": [0]},
+        "checkpoints": {"epochs": [0, recipe_steps]}}, source="gpu-inr")
+    specs = list(manifest.models)
+    g = torch.Generator().manual_seed(0)
+    # smooth synthetic digits: low-resolution noise upsampled (no dataset files on the device machine)
+    images = torch.nn.functional.interpolate(torch.rand(len(specs), 1, 7, 7, generator=g), size=(28, 28),
+                                             mode="bilinear", align_corners=False).to(device)
+    pop = InrPopulation(specs, manifest.architectures["siren"].layout, images, torch.zeros(len(specs)), device=device)
+    pop.train_epoch()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        pop.train_epoch()
+    sync(device)
+    per_step = (time.perf_counter() - start) / steps
+    records = pop.checkpoint_records()
+    out = {"models": len(specs), "steps_measured": steps, "ms_per_step": per_step * 1000,
+           "recipe_steps": recipe_steps, "recipe_minutes": per_step * recipe_steps / 60,
+           "inrs_per_s": len(specs) / (per_step * recipe_steps),
+           "mean_psnr_after_measured_steps": sum(r["psnr"] or 0 for r in records) / len(records)}
+    print(f"  INR: {len(specs):,} SIRENs, {per_step * 1000:.2f} ms/step -> {recipe_steps} steps in "
+          f"{out['recipe_minutes']:.2f} min ({out['inrs_per_s']:,.0f} INRs/s)", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--seed-steps", type=int, default=300, help="steps of the measured MNIST Seed slice")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on any device (tests the script)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: sweep, seed, resnet, loader")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: sweep, seed, resnet, loader, inr")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     skip = set(filter(None, args.skip.split(",")))
@@ -184,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                                resnet18(device, [1, 2, 4, 8, 16], 20, 256))
     if "loader" not in skip:
         figures["loader"] = (loader(device, 4, 2, 0, 1) if args.smoke else loader(device, 64, 8, 8, 2))
+    if "inr" not in skip:
+        figures["inr"] = inr(device, 16, 3, 10) if args.smoke else inr(device, 10_000, 100)
     figures["seconds"] = time.perf_counter() - t0
     print(json.dumps(figures, indent=2, default=str))
     if args.json_out:

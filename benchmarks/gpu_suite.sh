@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one call of the device machine (one H100/H200, no internet, no zarr there):
 #   1. benchmarks/gpu.py: cnn-s sweep eager vs captured vs one model at a time, the MNIST Seed zoo extrapolated,
-#      ResNet-18 images/s in fp32 and bf16-mixed; printed, and written to $OUT/gpu_suite.json
+#      ResNet-18 images/s in fp32 and bf16-mixed, the ResNet-18 loader with device= against CPU workers, and
+#      10,000 MNIST-sized INRs fitted as one population; printed, and written to $OUT/gpu_suite.json
 #   2. the gpu-marked tests (tests/test_gpu.py)
 # Before the call, here: bash benchmarks/fetch_wheels.sh (zarr and its dependencies as wheels into .whl/),
 # then run it with .whl carried:  bash benchmarks/gpu_suite.sh      (about 8 minutes on one H200)
