@@ -15,6 +15,7 @@ import zoo
 from builders import build
 from zoo.cli import main
 from zoo.errors import ZooError
+from zoo.manifest import Manifest
 from zoo.report import ReportOptions, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -221,6 +222,88 @@ def test_empty_store_still_reports_counts(tmp_path, manifest):
 def test_bad_options_name_the_option():
     with pytest.raises(ZooError, match=r"report option 'pca_points': got 0; expected an integer >= 1"):
         ReportOptions(pca_points=0)
+
+
+# --- an inr zoo (one SIREN per digit): PSNR where a classifier zoo shows accuracy, originals beside fields ---------
+INR = {"zoo": {"name": "inr-report", "kind": "inr"}, "dataset": {"name": "digits"},
+       "images": {"split": "test", "start": 3, "count": 4}, "architecture": {"name": "siren", "hidden": [16, 16]},
+       "training": {"lr": 1e-3, "epochs": 30, "batch_size": 64}, "population": {"seeds": [0, 1]},
+       "checkpoints": {"epochs": [0, 15, 30]}}
+INR_SECTIONS = ["counts", "sampling", "psnr", "reconstructions", "hyperparameters", "curves", "diverged",
+                "weights-siren"]
+
+
+@pytest.fixture(scope="module")
+def inr_zoo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inr") / "inr.zoo"
+    build(Manifest.from_dict(INR, source="inr.toml"), path, device="cpu", quiet=True)
+    return path
+
+
+def test_inr_report_shows_psnr_and_originals_beside_reconstructions(inr_zoo, tmp_path):
+    report = write_report(inr_zoo, tmp_path / "out", ReportOptions(grid_models=6))
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert sections(page) == INR_SECTIONS
+    assert "accuracy" not in page.lower()  # every classifier figure is replaced by its PSNR equivalent
+    assert report["figures"] == ["fig-psnr.png", "fig-reconstructions.png", "fig-hyperparameters.png",
+                                 "fig-curves.png", "fig-weights-siren.png", "fig-pca-siren.png"]
+    assert sorted(images(page)) == sorted(report["figures"])
+    for src in report["figures"]:
+        assert_png(tmp_path / "out" / src)
+    z = zoo.open(inr_zoo)
+    assert counts(page) == expected_counts(z)
+    final = [r for r in z.metadata.to_pylist() if r["epoch"] == 30]
+    psnr = sorted(r["psnr"] for r in final)
+    # the PSNR section: the histogram and a table of the fit columns at the last step
+    part = section(page, "psnr")
+    assert images(part) == ["fig-psnr.png"] and "2× grid" in part
+    row = re.search(r'<tr data-metric="psnr">(.*?)</tr>', part).group(1)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+    assert cells[0] == "8" and float(cells[1]) == pytest.approx(psnr[0], abs=0.01)
+    assert float(cells[3]) == pytest.approx(float(np.median(psnr)), abs=0.01)
+    assert float(cells[-1]) == pytest.approx(psnr[-1], abs=0.01)
+    assert re.search(r'<tr data-metric="mse">', part) and re.search(r'<tr data-metric="psnr_2x">', part)
+    # the grid: 6 of 8 fields at evenly spaced PSNR ranks, the worst first and the best last
+    part = section(page, "reconstructions")
+    assert images(part) == ["fig-reconstructions.png"] and "data-originals" not in part
+    assert "PSNR" in part and "lowest" in part
+    by_psnr = [r["model_id"] for r in sorted(final, key=lambda r: (r["psnr"], r["model_id"]))]
+    assert [int(m) for m in re.findall(r'<tr data-model="(\d+)">', part)] == [by_psnr[i] for i in (0, 1, 3, 4, 6, 7)]
+    assert report["samples"]["reconstructions"] == {"models": 6, "of": 8, "originals": True}
+    assert "renders 6 of 8 healthy final checkpoints" in section(page, "sampling")
+    # PSNR per hyperparameter (the image) and per class of the image; PSNR against the fitting step
+    assert report["varied"] == ["image_index"]
+    assert "the class of each field" in section(page, "hyperparameters")
+    assert "PSNR at each checkpoint step" in section(page, "curves")
+    assert "colour: final PSNR" in section(page, "weights-siren")
+
+
+def test_inr_report_without_its_dataset_shows_reconstructions_only(inr_zoo, tmp_path, monkeypatch):
+    import builders.data
+
+    def missing(*args, **kwargs):
+        raise ZooError("dataset 'digits': files not found or unreadable under /nowhere")
+
+    monkeypatch.setattr(builders.data, "load_images", missing)
+    report = write_report(inr_zoo, tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert sections(page) == INR_SECTIONS
+    part = section(page, "reconstructions")
+    assert 'data-originals="0"' in part and "files not found or unreadable under /nowhere" in part
+    assert "reconstructions only" in part and images(part) == ["fig-reconstructions.png"]
+    assert_png(tmp_path / "out" / "fig-reconstructions.png")
+    assert len(re.findall(r'<tr data-model="\d+">', part)) == 8  # every field, fewer than the default 12
+    assert report["samples"]["reconstructions"] == {"models": 8, "of": 8, "originals": False}
+    assert "the original images could not be loaded" in section(page, "sampling")
+
+
+def test_empty_inr_store_reports_its_sections(tmp_path):
+    zoo.create(tmp_path / "e.zoo", Manifest.from_dict(INR, source="inr.toml"), group_size=8)
+    result = write_report(tmp_path / "e.zoo", tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert sections(page) == INR_SECTIONS and result["figures"] == []
+    for key in ("psnr", "reconstructions", "hyperparameters", "curves"):
+        assert "No checkpoint is committed yet" in section(page, key)
 
 
 # --- the command ---------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Before anyone trains on a zoo they ask: did the models learn, what do the hyperparameters do, did any
 diverge, how do the weights move during training? The page answers with figures made from the store
-alone (metadata and weights; no manifest file, no dataset, no network).
+alone (metadata and weights; no manifest file, no dataset, no network). An inr zoo (one neural field per
+image) is judged by PSNR instead of test accuracy, and its page adds a grid of original images beside
+the fields' reconstructions; only the originals of that grid are read from the zoo's dataset, and where
+they cannot be, the grid shows the reconstructions alone and says why.
 
 Cost is bounded whatever the zoo's size: every figure drawn from metadata uses all of it (a Parquet
 table of one row per checkpoint is small), while weights are read only for a seeded sample of models
@@ -55,10 +58,15 @@ STYLE: dict[RcKeyType, Any] = {
     "legend.fontsize": 9, "figure.titlesize": 13, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 110}
 ACC_LABEL = "test accuracy (fraction correct)"
+PSNR_LABEL = "PSNR (dB; pixel values in [0, 1])"
+#: An inr zoo's per-checkpoint fit columns: (column, heading, what it measures).
+INR_METRICS = (("mse", "MSE", "mean squared error of the pixels on the image's grid"),
+               ("psnr", "PSNR (dB)", "-10 log10(MSE) on the image's grid"),
+               ("psnr_2x", "PSNR 2× (dB)", "on a 2× grid, against the bilinearly upsampled image"))
 #: Axis titles for hyperparameter columns whose names are abbreviations.
 HPARAM_TITLES = {"lr": "learning rate", "weight_decay": "weight decay", "init_std": "init standard deviation",
                  "train_fraction": "fraction of training data", "batch_size": "batch size",
-                 "hidden": "hidden layer widths"}
+                 "hidden": "hidden layer widths", "image_index": "index of the image", "label": "class of the image"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class ReportOptions:
     pca_points: int = 2000  # final checkpoints per architecture in the PCA
     strip_points: int = 1500  # points drawn per hyperparameter panel (the boxes use every model)
     read_bytes: int = 512 * 2**20  # weight bytes read per architecture per figure, at most
+    grid_models: int = 12  # inr zoos: final checkpoints rendered beside their original images
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,6 +150,14 @@ class _Data:
             gap = _floats(m, "train_acc") - self.test_acc
             self.gap_source = "train_acc - test_acc"
         self.gap = gap
+        self.inr = z.manifest.kind == "inr"
+        self.mse, self.psnr, self.psnr_2x = (_floats(m, name) if name in m.column_names else np.full(m.num_rows, np.nan)
+                                             for name, _, _ in INR_METRICS)
+        # what every figure drawn from metadata plots: how well a field fits its image, or a classifier's accuracy
+        self.score = self.psnr if self.inr else self.test_acc
+        self.score_name = "PSNR" if self.inr else "test accuracy"
+        self.score_label = PSNR_LABEL if self.inr else ACC_LABEL
+        self.when = "step" if self.inr else "epoch"  # an inr zoo's epoch is one optimizer step
         self.final_epoch = int(self.epoch.max()) if m.num_rows else None
         self.final = self.epoch == self.final_epoch
         diverged_rows = self.status == "diverged"
@@ -150,8 +167,8 @@ class _Data:
 
 
 # --- figures ---------------------------------------------------------------------------------------
-def _epoch_axis(ax) -> None:
-    ax.set_xlabel("epoch (0 = initialization)")
+def _epoch_axis(ax, d: _Data) -> None:
+    ax.set_xlabel("fitting step (the zoo's epoch; 0 = initialization)" if d.inr else "epoch (0 = initialization)")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
@@ -174,7 +191,7 @@ def _save(fig: Figure, out: Path, name: str) -> str:
 
 
 def _hist_panel(ax, values_by_arch: dict[str, np.ndarray], diverged_by_arch: dict[str, np.ndarray], xlabel: str,
-                title: str, bins: np.ndarray) -> None:
+                title: str, bins: np.ndarray, fmt: str = ".3f") -> None:
     """One histogram (diverged models stacked in red), or one outline per architecture."""
     ax.set(xlabel=xlabel, ylabel="models", title=title)
     if not values_by_arch:  # every final checkpoint without a finite value (e.g. all diverged)
@@ -196,7 +213,7 @@ def _hist_panel(ax, values_by_arch: dict[str, np.ndarray], diverged_by_arch: dic
     allv = np.concatenate([v[np.isfinite(v)] for v in values_by_arch.values()])
     if allv.size:
         med = float(np.median(allv))
-        ax.axvline(med, color="black", linestyle="--", linewidth=1.2, label=f"median {med:.3f}")
+        ax.axvline(med, color="black", linestyle="--", linewidth=1.2, label=f"median {med:{fmt}}")
     ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(loc="best", frameon=False)
 
@@ -233,6 +250,156 @@ def _accuracy_figure(d: _Data, out: Path, chance: float | None) -> tuple[str, st
     return _save(fig, out, "fig-accuracy.png"), caption
 
 
+# --- inr zoos: PSNR and the images the fields represent ----------------------------------------------
+def _bins(values: np.ndarray, pad: float = 0.5) -> np.ndarray:
+    """41 edges over the finite ``values``, padded by ``pad`` or 5% of their range."""
+    v = values[np.isfinite(values)]
+    if not v.size:
+        return np.linspace(0, 1, 41)
+    lo, hi = float(v.min()), float(v.max())
+    pad = max(pad, 0.05 * (hi - lo))
+    return np.linspace(lo - pad, hi + pad, 41)
+
+
+def _psnr_figure(d: _Data, out: Path) -> tuple[str, str]:
+    final = d.final & np.isfinite(d.psnr)
+    archs = sorted(set(d.arch[final]))
+    psnr = {a: d.psnr[final & (d.arch == a)] for a in archs}
+    div = {a: d.model_diverged[final & (d.arch == a)] for a in archs}
+    final_2x = d.final & np.isfinite(d.psnr_2x)
+    has_2x = bool(final_2x.any())
+    bins = _bins(np.concatenate([d.psnr[final], d.psnr_2x[final_2x]]))
+    fig = Figure(figsize=(12, 4.2) if has_2x else (6.5, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2 if has_2x else 1, squeeze=False)[0]
+    _hist_panel(axes[0], psnr, div, PSNR_LABEL, f"Final PSNR (step {d.final_epoch})", bins, fmt=".1f")
+    if has_2x:
+        ax = axes[1]
+        for values, where, color, filled in ((d.psnr[final], "pixel grid", "#4C72B0", True),
+                                             (d.psnr_2x[final_2x], "2× grid", "#DD8452", False)):
+            ax.hist(values, bins=bins, color=color, label=f"{where} (n={len(values):,})",
+                    **({"alpha": 0.55, "edgecolor": "white", "linewidth": 0.5} if filled
+                       else {"histtype": "step", "linewidth": 2.0}))
+            if values.size:
+                med = float(np.median(values))
+                ax.axvline(med, color=color, linestyle="--", linewidth=1.2, label=f"median {med:.1f}")
+        ax.set(xlabel=PSNR_LABEL, ylabel="models", title=f"Pixel grid and 2× grid (step {d.final_epoch})")
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.legend(loc="best", frameon=False)
+    n_out = int(d.final.sum() - final.sum())
+    caption = (f"Every model's checkpoint at the last committed step ({d.final_epoch}): {int(final.sum()):,} fields "
+               "with a finite PSNR (-10 log10 of the pixels' MSE, pixel values in [0, 1])"
+               + (f"; {n_out:,} without one are left out" if n_out else "") + "."
+               + (" Right: the same PSNR (filled) beside the PSNR on a 2× grid against the bilinearly upsampled image "
+                  "(outline), which measures how the field generalizes between pixels." if has_2x else
+                  " The store records no PSNR on a 2× grid."))
+    return _save(fig, out, "fig-psnr.png"), caption
+
+
+def _metrics_html(d: _Data) -> str:
+    """Quantiles of the final checkpoints' fit columns (what the classifier page shows as accuracy)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("at the last step", "models", "min", "10%", "median", "mean", "90%",
+                                                 "max", "measures"))
+    body = []
+    for col, heading, what in INR_METRICS:
+        v = getattr(d, col)[d.final]
+        v = v[np.isfinite(v)]
+        fmt = ".3g" if col == "mse" else ".2f"
+        stats = ([np.min(v), np.percentile(v, 10), np.median(v), np.mean(v), np.percentile(v, 90), np.max(v)]
+                 if v.size else [])
+        cells = "".join(f'<td class="num">{x:{fmt}}</td>' for x in stats) or '<td colspan="6">none finite</td>'
+        body.append(f'<tr data-metric="{col}"><th>{_e(heading)}</th><td class="num">{v.size:,}</td>{cells}'
+                    f"<td>{_e(what)}</td></tr>")
+    return f'<table class="metrics"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _grid_rows(d: _Data, k: int) -> tuple[np.ndarray, int]:
+    """Up to ``k`` metadata rows of healthy final checkpoints at evenly spaced ranks of PSNR, lowest first (so the
+    worst, the median and the best are among them); and how many there were to choose from."""
+    cand = np.flatnonzero(d.final & (d.status == "ok") & np.isfinite(d.psnr))
+    order = cand[np.lexsort((d.model[cand], d.psnr[cand]))]  # ties broken by model id: deterministic
+    if len(order) <= k:
+        return order, len(cand)
+    return order[np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(np.int64))], len(cand)
+
+
+def _originals(z: Zoo, d: _Data, rows: np.ndarray) -> tuple[dict[int, np.ndarray] | None, str]:
+    """{row: (C, H, W) original image} for the rows' images, read from the zoo's dataset; or (None, why not)."""
+    splits = [d.table.column("image_split")[int(r)].as_py() for r in rows]
+    indices = [d.table.column("image_index")[int(r)].as_py() for r in rows]
+    if None in splits or None in indices:
+        return None, "the store records no image index or split for some of these models"
+    try:
+        from builders.data import load_images  # torch-heavy: only an inr report reads images
+
+        images: dict[int, np.ndarray] = {}
+        for split in sorted(set(splits)):
+            at = [i for i, s in enumerate(splits) if s == split]
+            x, _ = load_images(z.manifest.dataset, split, [indices[i] for i in at])
+            images.update({int(rows[i]): img for i, img in zip(at, x.cpu().numpy())})
+    except (ZooError, OSError, RuntimeError, ImportError) as e:  # a dataset not on this machine: no originals
+        return None, f"{type(e).__name__}: {e}"
+    return images, ""
+
+
+def _show(ax, image: np.ndarray, title: str) -> None:
+    image = np.clip(image, 0, 1)
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.moveaxis(image[:3], 0, -1), interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def _reconstruction_figure(z: Zoo, d: _Data, out: Path, opts: ReportOptions
+                           ) -> tuple[str | None, str, dict, str, str]:
+    """The grid of originals beside reconstructions: (figure, caption, sample info, HTML of a note when the
+    originals are missing, HTML table of the models drawn)."""
+    rows, n_cand = _grid_rows(d, opts.grid_models)
+    info: dict[str, Any] = {"models": int(len(rows)), "of": n_cand, "originals": False}
+    if not rows.size:
+        return None, "No healthy final checkpoint with a finite PSNR to render.", info, "", ""
+    originals, why = _originals(z, d, rows)
+    info["originals"] = originals is not None
+    _, height, width = z.manifest.input_shape
+    per = 2 if originals is not None else 1  # axes per model
+    across = min(len(rows), 4 if per == 2 else 6)  # models per figure row
+    down = -(-len(rows) // across)
+    fig = Figure(figsize=(max(6.5, 1.75 * per * across), max(3.6, 2.0 * down + 0.7)), layout="constrained")
+    axes = fig.subplots(down, per * across, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    picked = d.table.select(["label", "image_split", "image_index", "seed"]).take(pa.array(rows)).to_pylist()
+    for k, r in enumerate(rows.tolist()):
+        i, j = divmod(k, across)
+        if originals is not None:
+            _show(axes[i, per * j], originals[r], f"image {picked[k]['image_index']}\n"
+                                                  f"class {_label(picked[k]['label'])}")
+        image = z.render(int(d.model[r]), int(d.epoch[r])).numpy()
+        _show(axes[i, per * j + per - 1], image, f"model {int(d.model[r])}\n{d.psnr[r]:.1f} dB")
+    fig.suptitle(("Originals (left of each pair) and reconstructions" if originals is not None
+                  else "Reconstructions (originals unavailable)") + f" at step {d.final_epoch}, lowest PSNR first")
+    caption = (f"{len(rows):,} of {n_cand:,} healthy final checkpoints (step {d.final_epoch}), chosen at evenly spaced "
+               "ranks of PSNR and drawn from the lowest (top left) to the highest: the first is the worst fit, the "
+               "last the best, the middle ones near the median. "
+               + (f"Each original (from the {z.manifest.dataset['name']} dataset as the zoo preprocesses it) is shown "
+                  "beside its field's reconstruction" if originals is not None else "Each field's reconstruction")
+               + f" (Zoo.render on the fitted {height}×{width} grid), labelled with the recorded PSNR.")
+    note = ("" if originals is not None else
+            f'<p class="note" data-originals="0">The original images could not be loaded ({_e(why)}), so the grid '
+            "shows the reconstructions only.</p>")
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("model", "image", "split", "class", "seed", "MSE", "PSNR (dB)",
+                                                 "PSNR 2× (dB)"))
+    body = "".join(
+        f'<tr data-model="{int(d.model[r])}">' + "".join(
+            f"<td>{_e(c)}</td>" for c in (int(d.model[r]), *(_label(p[col]) for col in ("image_index", "image_split",
+                                                                                         "label", "seed")),
+                                          f"{d.mse[r]:.3g}", f"{d.psnr[r]:.2f}", f"{d.psnr_2x[r]:.2f}")) + "</tr>"
+        for r, p in zip(rows.tolist(), picked))
+    return (_save(fig, out, "fig-reconstructions.png"), caption, info, note,
+            f'<table class="grid-models"><tr>{head}</tr>{body}</table>')
+
+
 def varied_hparams(z: Zoo, table: pa.Table) -> tuple[list[str], dict[str, Any]]:
     """(hyperparameter columns that take more than one value, {column: value} of those that take one); the
     seed, which only names a model, is in neither."""
@@ -241,7 +408,7 @@ def varied_hparams(z: Zoo, table: pa.Table) -> tuple[list[str], dict[str, Any]]:
 
 def _hparam_figure(d: _Data, names: list[str], out: Path, opts: ReportOptions) -> tuple[str, str]:
     final = np.flatnonzero(d.final)
-    acc = d.test_acc[final]
+    acc = d.score[final]
     div = d.model_diverged[final]
     rng = np.random.default_rng(opts.seed)
     cols = min(3, len(names))
@@ -256,7 +423,7 @@ def _hparam_figure(d: _Data, names: list[str], out: Path, opts: ReportOptions) -
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in values)
         title = HPARAM_TITLES.get(name, name.replace("_", " "))
         ax.set_title(title if title == name else f"{title} ({name})")
-        ax.set_ylabel("final test accuracy")
+        ax.set_ylabel(f"final {d.score_name}" + (" (dB)" if d.inr else ""))
         if numeric and len(keys) > MAX_CATEGORIES:
             x = values.astype(np.float64)
             ok = np.isfinite(acc)
@@ -287,9 +454,10 @@ def _hparam_figure(d: _Data, names: list[str], out: Path, opts: ReportOptions) -
         ax.set_xticks(range(len(labels)), ticks, rotation=30 if len(labels) > 5 else 0)
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_xlabel(name)
-    caption = (f"Final test accuracy (epoch {d.final_epoch}) per value of each hyperparameter that varies in this zoo; "
-               f"boxes: quartiles and 1.5 IQR whiskers over every model; dots: up to {opts.strip_points:,} models "
-               "per panel (red: diverged). Hyperparameters with more than "
+    extra = " (and the class of each field's image)" if "label" in names else ""
+    caption = (f"Final {d.score_name} ({d.when} {d.final_epoch}) per value of each hyperparameter that varies in this "
+               f"zoo{extra}; boxes: quartiles and 1.5 IQR whiskers over every model; dots: up to "
+               f"{opts.strip_points:,} models per panel (red: diverged). Hyperparameters with more than "
                f"{MAX_CATEGORIES} numeric values are shown as a scatter.")
     return _save(fig, out, "fig-hyperparameters.png"), caption
 
@@ -309,7 +477,7 @@ def _curves_figure(d: _Data, epochs: list[int], out: Path, opts: ReportOptions) 
         sel = d.arch == arch
         models, mi = np.unique(d.model[sel], return_inverse=True)
         mat = np.full((len(models), len(ep)), np.nan)
-        mat[mi, np.searchsorted(ep, d.epoch[sel])] = d.test_acc[sel]
+        mat[mi, np.searchsorted(ep, d.epoch[sel])] = d.score[sel]
         pick = _sample(rng, np.arange(len(models)), opts.curve_models)
         drawn[arch] = (len(pick), len(models))
         for i in pick:
@@ -322,13 +490,15 @@ def _curves_figure(d: _Data, epochs: list[int], out: Path, opts: ReportOptions) 
             ax.plot(ep, q[1], color="#C44E52", linewidth=2.2, marker="o" if len(ep) <= 20 else None, markersize=4,
                     label="median")
         ax.plot([], [], color="#4C72B0", alpha=0.5, linewidth=0.8, label=f"{len(pick):,} sampled models")
-        _epoch_axis(ax)
-        ax.set(ylabel=ACC_LABEL, ylim=(0, 1),
-               title="Test accuracy during training" + (f": {arch}" if len(archs) > 1 else ""))
+        _epoch_axis(ax, d)
+        ax.set(ylabel=d.score_label, title=("PSNR during fitting" if d.inr else "Test accuracy during training")
+               + (f": {arch}" if len(archs) > 1 else ""))
+        if not d.inr:
+            ax.set_ylim(0, 1)
         ax.legend(loc="lower right", frameon=False)
     parts = ", ".join(f"{a}: {k:,} of {n:,} models drawn" for a, (k, n) in drawn.items())
-    caption = (f"Test accuracy at each checkpoint epoch ({parts}); the median and 10-90% band use every "
-               "model's finite accuracies.")
+    caption = (f"{d.score_name[0].upper() + d.score_name[1:]} at each checkpoint {d.when} ({parts}); the median and "
+               f"10-90% band use every model's finite {'PSNRs' if d.inr else 'accuracies'}.")
     return _save(fig, out, "fig-curves.png"), caption
 
 
@@ -381,7 +551,7 @@ def _weight_stats_figure(z: Zoo, d: _Data, arch: str, epochs: list[int], out: Pa
         if k > 0 and vals.size and vals.min() > 0:
             ax.set_yscale("log")
             _plain_log_ticks(ax)
-        _epoch_axis(ax)
+        _epoch_axis(ax, d)
         ax.set(ylabel=f"{what} of the tensor's entries" if k < 2
                else "L2 norm of the tensor", title=f"Per-tensor {what}")
     if len(tensors) <= 12:
@@ -401,13 +571,13 @@ def _weight_stats_figure(z: Zoo, d: _Data, arch: str, epochs: list[int], out: Pa
 
 def _pca_figure(z: Zoo, d: _Data, arch: str, out: Path, opts: ReportOptions, name: str) -> tuple[str | None, str, dict]:
     layout = z.layout(arch)
-    cand = np.flatnonzero((d.arch == arch) & d.final & (d.status == "ok") & np.isfinite(d.test_acc))
+    cand = np.flatnonzero((d.arch == arch) & d.final & (d.status == "ok") & np.isfinite(d.score))
     cap = max(1, opts.read_bytes // (4 * layout.size))
     pick = _sample(np.random.default_rng(opts.seed), cand[np.argsort(d.row[cand], kind="stable")],
                    min(opts.pca_points, cap))
     x = z.read_rows(arch, d.row[pick]) if pick.size else np.empty((0, layout.size), np.float32)
     finite = np.isfinite(x).all(1)
-    x, acc = x[finite], d.test_acc[pick][finite]
+    x, acc = x[finite], d.score[pick][finite]
     info = {"points": int(len(x)), "of": int(len(cand))}
     if len(x) < 3:
         return None, f"Too few healthy final checkpoints of {arch} for a PCA ({len(x)}).", info
@@ -423,12 +593,12 @@ def _pca_figure(z: Zoo, d: _Data, arch: str, out: Path, opts: ReportOptions, nam
     ax = fig.subplots()
     order = np.argsort(acc)  # best models drawn last, on top
     sc = ax.scatter(xy[order, 0], xy[order, 1], c=acc[order], cmap="viridis", s=16, alpha=0.85, linewidths=0)
-    fig.colorbar(sc, ax=ax, label=f"final {ACC_LABEL}")
+    fig.colorbar(sc, ax=ax, label=f"final {d.score_label}")
     ax.set(xlabel=f"PC 1 ({100 * share[0]:.1f}% of variance)", ylabel=f"PC 2 ({100 * share[1]:.1f}% of variance)",
            title=f"{arch}: PCA of final checkpoints' flat weights (n={len(x):,})")
-    caption = (f"{len(x):,} of {len(cand):,} final checkpoints (epoch {d.final_epoch}) of {arch} with status ok, "
+    caption = (f"{len(x):,} of {len(cand):,} final checkpoints ({d.when} {d.final_epoch}) of {arch} with status ok, "
                f"projected on the first two principal components of their {layout.size:,}-float rows "
-               "(randomized PCA, torch.pca_lowrank); colour: final test accuracy.")
+               f"(randomized PCA, torch.pca_lowrank); colour: final {d.score_name}.")
     return _save(fig, out, name), caption, info
 
 
@@ -533,30 +703,46 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
     samples: dict[str, Any] = {}
     sections.append(("counts", "Counts", _counts_html(c, z, d)))
 
+    score = "PSNR" if d.inr else "Accuracy"
+    curves_title = "Fitting curves" if d.inr else "Training curves"
     with matplotlib.rc_context(STYLE):
         if d.table.num_rows == 0:
             empty = '<p class="note">No checkpoint is committed yet: nothing to plot.</p>'
-            for key, title in (("accuracy", "Accuracy and generalization gap"),
-                               ("hyperparameters", "Accuracy per hyperparameter"), ("curves", "Training curves")):
+            first = ([("psnr", "PSNR of the fits"), ("reconstructions", "Originals and reconstructions")] if d.inr
+                     else [("accuracy", "Accuracy and generalization gap")])
+            for key, title in (*first, ("hyperparameters", f"{score} per hyperparameter"), ("curves", curves_title)):
                 sections.append((key, title, empty))
         else:
-            src, cap = _accuracy_figure(d, out, chance)
-            figures.append(src)
-            sections.append(("accuracy", "Accuracy and generalization gap",
-                             _figure_html(src, cap, "histograms of final test accuracy and generalization gap")))
+            if d.inr:
+                src, cap = _psnr_figure(d, out)
+                figures.append(src)
+                sections.append(("psnr", "PSNR of the fits", _figure_html(src, cap, "histograms of final PSNR")
+                                 + _metrics_html(d)))
+                grid, cap, samples["reconstructions"], note, table = _reconstruction_figure(z, d, out, opts)
+                figures += [grid] if grid else []
+                sections.append(("reconstructions", "Originals and reconstructions", note + _figure_html(
+                    grid, cap, "original images beside their fields' reconstructions") + table))
+            else:
+                src, cap = _accuracy_figure(d, out, chance)
+                figures.append(src)
+                sections.append(("accuracy", "Accuracy and generalization gap",
+                                 _figure_html(src, cap, "histograms of final test accuracy and generalization gap")))
             fixed_html = ('<p>Shared by every model:</p><table>' + "".join(
                 f"<tr><th>{_e(k)}</th><td>{_e(_label(v))}</td></tr>" for k, v in fixed.items()) + "</table>")
-            if varied:
-                src, cap = _hparam_figure(d, varied, out, opts)
+            panels = list(varied)
+            if d.inr and len(set(d.table.column("label").filter(pa.array(d.final)).to_pylist())) > 1:
+                panels.append("label")  # the image's class: are some digits harder to fit?
+            if panels:
+                src, cap = _hparam_figure(d, panels, out, opts)
                 figures.append(src)
-                body = _figure_html(src, cap, "final test accuracy per hyperparameter value")
+                body = _figure_html(src, cap, f"final {d.score_name} per hyperparameter value")
             else:
                 body = '<p class="note">No hyperparameter but the seed varies in this zoo.</p>'
-            sections.append(("hyperparameters", "Accuracy per hyperparameter", body + fixed_html))
+            sections.append(("hyperparameters", f"{score} per hyperparameter", body + fixed_html))
             src, cap = _curves_figure(d, epochs, out, opts)
             figures.append(src)
             samples["curves"] = opts.curve_models
-            sections.append(("curves", "Training curves", _figure_html(src, cap, "test accuracy against epoch")))
+            sections.append(("curves", curves_title, _figure_html(src, cap, f"{d.score_name} against {d.when}")))
         sections.append(("diverged", "Diverged models", _diverged_html(z, d, varied)))
         for arch in z.arch_ids:
             if not (d.arch == arch).any():
@@ -577,13 +763,19 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
                              + "<h3>Final checkpoints in weight space</h3>"
                              + _figure_html(src2, cap2, f"PCA of {arch} final checkpoints")))
 
-    sampling = [f"Accuracy, hyperparameter and training-curve statistics use all {c['checkpoints']:,} committed "
-                f"checkpoints' metadata; training curves draw at most {opts.curve_models:,} models per architecture "
-                f"and hyperparameter panels at most {opts.strip_points:,} dots."]
-    for arch, s in samples.items():
-        if arch == "curves":
+    curves = curves_title.lower()
+    sampling = [f"{score}, hyperparameter and {curves[:-1].replace(' ', '-')} statistics use all {c['checkpoints']:,} "
+                f"committed checkpoints' metadata; {curves} draw at most {opts.curve_models:,} models "
+                f"per architecture and hyperparameter panels at most {opts.strip_points:,} dots."]
+    if "reconstructions" in samples:
+        g = samples["reconstructions"]
+        sampling.append(f"The reconstruction grid renders {g['models']:,} of {g['of']:,} healthy final checkpoints "
+                        f"(at most {opts.grid_models:,}, at evenly spaced ranks of PSNR)"
+                        + ("" if g["originals"] else "; the original images could not be loaded") + ".")
+    for arch in z.arch_ids:
+        if arch not in samples:
             continue
-        w, p = s["weight_stats"], s["pca"]
+        w, p = samples[arch]["weight_stats"], samples[arch]["pca"]
         sampling.append(f"{arch}: weight statistics read {w['models']:,} of {w['of']:,} models "
                         f"({w['checkpoints']:,} checkpoints); PCA read {p['points']:,} of {p['of']:,} "
                         "final checkpoints.")
