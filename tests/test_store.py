@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import fill_units, tiny_manifest
+from conftest import assert_same_zoo, fill_units, tiny_manifest
 
 import zoo
 from zoo.errors import StoreError, StoreNotFoundError, ZooError
@@ -163,6 +163,9 @@ def test_sigkill_between_weights_and_metadata_leaves_no_half_checkpoint(store_pa
     z = zoo.open(store_path)
     assert z.done_units() == {0, 1, 2, 3}  # unit 4's weights were written, but without metadata it does not exist
     assert "4 of" in report.notes[-1]
+    # its fragment was written under a temporary name, never renamed: readers ignore it, verify notes it
+    assert [p.name.startswith(".tmp-") for p in (store_path / "metadata").iterdir()].count(True) == 1
+    assert "1 temporary metadata file(s) from an interrupted commit (ignored)" in report.notes
     # rerun: completes exactly the missing units, and the result equals an uninterrupted writer's
     _run(WRITER, str(store_path), "0", "10", "-1")
     clean = store_path.parent / "clean.zoo"
@@ -410,6 +413,9 @@ def test_shards_written_directly_are_the_bytes_zarr_writes(tmp_path, monkeypatch
                     block[2] = 0.0  # a checkpoint of zeros
                 if key == 2:
                     block[:] = 0.0  # every row the fill value
+                if key == 3:
+                    block[0] = -0.0  # not the fill value bit for bit: zarr keeps the row
+                    block[1, :4] = [np.nan, np.inf, -np.inf, 1e-45]
                 rows[key] = block
             w.write_unit(u, rows[key], [{"test_acc": 0.5}] * len(u.model_ids))
     direct_files = sorted(p.relative_to(tmp_path / "direct.zoo") for p in (tmp_path / "direct.zoo" / "weights")
@@ -423,5 +429,188 @@ def test_shards_written_directly_are_the_bytes_zarr_writes(tmp_path, monkeypatch
         assert (tmp_path / "direct.zoo" / rel).read_bytes() == (tmp_path / "zarr.zoo" / rel).read_bytes(), rel
     z = zoo.open(tmp_path / "direct.zoo", verify=True)
     for u in z.plan.units:
-        assert np.array_equal(z.read_rows(u.arch_id, range(u.row_start, u.row_start + len(u.model_ids))),
-                              rows[u.unit_id])
+        got = z.read_rows(u.arch_id, range(u.row_start, u.row_start + len(u.model_ids)))
+        assert np.array_equal(got.view(np.uint32), rows[u.unit_id].view(np.uint32))
+
+
+def _random_rows(writer, unit, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((len(unit.model_ids), writer.layout(unit.arch_id).size)).astype(np.float32)
+
+
+def test_round_trip_keeps_every_bit_of_special_values(store_path, manifest):
+    """NaN payloads, signed zeros, infinities and subnormals come back bit for bit, and their checksums verify."""
+    writer = zoo.create(store_path, manifest, group_size=3)
+    units = writer.plan.units[:2]
+    blocks = [_random_rows(writer, u, u.unit_id) for u in units]
+    bits = blocks[0].view(np.uint32)
+    bits[0, :6] = [0x7FC00001, 0xFFF00F00, 0x80000000, 0x00000001, 0x7F800000, 0xFF800000]  # NaNs, -0, min, +-inf
+    blocks[0][1] = -0.0  # a whole row of -0.0 (not the fill value)
+    blocks[1][2] = 0.0  # a whole row of +0.0 (the fill value: no inner chunk, reads as 0.0)
+    writer.write_units(list(zip(units, blocks, [[{"test_acc": 0.5}] * 3] * 2)))
+    z = zoo.open(store_path, verify=True)
+    for u, block in zip(units, blocks):
+        got = z.read_rows(u.arch_id, range(u.row_start, u.row_start + 3))
+        assert np.array_equal(got.view(np.uint32), block.view(np.uint32))
+        plain = np.asarray(z.weights(u.arch_id)[u.row_start:u.row_start + 3])  # zarr's own decoding agrees
+        assert np.array_equal(plain.view(np.uint32), block.view(np.uint32))
+    assert verify(store_path).ok
+
+
+def test_write_units_is_write_unit_in_fewer_waits(tmp_path, manifest):
+    """A batch commits the same files as unit-by-unit writes: shard bytes and metadata alike."""
+    one, batched = (zoo.create(tmp_path / name, manifest, group_size=3) for name in ("one.zoo", "batch.zoo"))
+    units = one.plan.units
+    items = [(u, _random_rows(one, u, u.unit_id), [{"test_acc": 0.25, "device": "cpu"}] * len(u.model_ids))
+             for u in units]
+    for item in items:
+        one.write_unit(*item)
+    for lo in range(0, len(items), 4):
+        batched.write_units(items[lo:lo + 4])
+    assert_same_zoo(one.url, batched.url)
+    shards = sorted(p.relative_to(tmp_path / "one.zoo") for p in (tmp_path / "one.zoo" / "weights").rglob("*")
+                    if p.is_file())
+    for rel in shards:
+        assert (tmp_path / "one.zoo" / rel).read_bytes() == (tmp_path / "batch.zoo" / rel).read_bytes(), rel
+
+
+def test_write_units_checks_every_unit_before_writing_any(store_path, manifest):
+    writer = zoo.create(store_path, manifest, group_size=3)
+    a, b = writer.plan.units[:2]
+    good = (a, _random_rows(writer, a, 0), [{}] * 3)
+    with pytest.raises(ZooError, match=r"unit 1: unknown metadata fields \['acc'\]"):
+        writer.write_units([good, (b, _random_rows(writer, b, 1), [{"acc": 1.0}] * 3)])
+    with pytest.raises(ZooError, match=r"units \[0\] appear twice in one batch"):
+        writer.write_units([good, good])
+    assert not list((store_path / "weights").rglob("c/*")) and writer.metadata.num_rows == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
+def test_commit_order_data_durable_before_its_fragment_is_visible(store_path, manifest, monkeypatch):
+    """For every unit: its shard and its temporary fragment are fsynced (the call returned) before the fragment
+    is renamed into place, and the metadata folder is fsynced after the batch's last rename."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        real_fsync(fd)
+        events.append(("fsync", path))  # recorded once durable
+
+    def replace(src, dst):
+        events.append(("rename", str(dst)))
+        real_replace(src, dst)
+
+    writer = zoo.create(store_path, manifest, group_size=3)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    units = writer.plan.units[:5]
+    writer.write_unit(units[0], _random_rows(writer, units[0], 0), [{}] * 3)
+    writer.write_units([(u, _random_rows(writer, u, u.unit_id), [{}] * len(u.model_ids)) for u in units[1:]])
+    meta = str((store_path / "metadata").resolve())
+    array = writer.weights(units[0].arch_id)
+    for u in units:
+        shard = str((store_path / array.path / array.metadata.encode_chunk_key((u.row_start // 3, 0))).resolve())
+        fragment = f"{meta}/unit-{u.unit_id:08d}.parquet"
+        renamed = events.index(("rename", str(store_path / "metadata" / f"unit-{u.unit_id:08d}.parquet")))
+        assert events.index(("fsync", shard)) < renamed
+        tmp = [i for i, (kind, path) in enumerate(events) if kind == "fsync" and path.startswith(f"{meta}/.tmp-")
+               and path.endswith(fragment.rsplit("/", 1)[-1])]
+        assert len(tmp) == 1 and tmp[0] < renamed
+    dir_syncs = [i for i, e in enumerate(events) if e == ("fsync", meta)]
+    renames = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
+    assert len(dir_syncs) == 2  # one for the single unit, one for the batch of four
+    assert renames[0] < dir_syncs[0] < renames[1] and renames[-1] < dir_syncs[1]
+    assert verify(store_path).ok
+
+
+def test_durable_false_never_fsyncs_and_keeps_the_format(tmp_path, manifest, monkeypatch):
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    durable = zoo.create(tmp_path / "durable.zoo", manifest, group_size=3)
+    assert durable.durable
+    fill_units(durable, durable.plan.units)
+    assert len(calls) == 3 * len(durable.plan.units)  # shard, fragment, metadata folder
+    calls.clear()
+    fast = zoo.create(tmp_path / "fast.zoo", manifest, group_size=3, durable=False)
+    fill_units(fast, fast.plan.units)
+    assert calls == []
+    assert_same_zoo(durable.url, fast.url)
+    assert verify(fast.url).ok
+
+
+BATCH_WRITER = """
+import os, signal, sys
+import numpy as np
+from conftest import tiny_manifest
+import zoo
+path, kill_at_rename = sys.argv[1], int(sys.argv[2])
+writer = zoo.create(path, tiny_manifest(), group_size=3)
+renames = [0]
+real_replace = os.replace
+def replace(src, dst):
+    renames[0] += 1
+    if renames[0] == kill_at_rename:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+os.replace = replace
+todo = [u for u in writer.plan.units if u.unit_id not in writer.done_units()]
+for lo in range(0, len(todo), 4):
+    batch = []
+    for u in todo[lo:lo + 4]:
+        rows = np.random.default_rng(u.unit_id).standard_normal((len(u.model_ids), writer.layout(u.arch_id).size))
+        batch.append((u, rows.astype(np.float32), [{"test_acc": 0.5}] * len(u.model_ids)))
+    writer.write_units(batch)
+"""
+
+
+def test_sigkill_between_the_renames_of_a_batch_commits_whole_units_only(store_path):
+    """Killed after two of a batch's four fragments were renamed into place: those two units are committed in
+    full, the other two are absent (their shards durable, their fragments temporary); a rerun completes exactly
+    them, and the store equals one written without interruption."""
+    result = _run(BATCH_WRITER, str(store_path), "7", check=False)  # the second batch's third rename
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    z = zoo.open(store_path)
+    assert z.done_units() == {0, 1, 2, 3, 4, 5}
+    report = verify(store_path)
+    assert report.ok and report.checked == 6 * 3
+    assert "2 temporary metadata file(s) from an interrupted commit (ignored)" in report.notes
+    _run(BATCH_WRITER, str(store_path), "0")
+    clean = store_path.parent / "clean.zoo"
+    _run(BATCH_WRITER, str(clean), "0")
+    assert zoo.open(store_path).done_units() == set(range(len(z.plan.units)))
+    assert_same_zoo(store_path, clean)
+    assert ZooWriter(store_path).clean_temporary() == 2
+    assert verify(store_path).ok
+
+
+def test_a_forked_child_writes_with_its_own_helper_threads(store_path, manifest):
+    """The writer's helper threads are per process: a child forked after the parent wrote commits too (no wait
+    on threads that only exist in the parent)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    writer = zoo.create(store_path, manifest, group_size=3)
+    u0, u1 = writer.plan.units[:2]
+    writer.write_unit(u0, _random_rows(writer, u0, 0), [{}] * 3)
+    child = multiprocessing.get_context("fork").Process(
+        target=writer.write_unit, args=(u1, _random_rows(writer, u1, 1), [{}] * 3))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert zoo.open(store_path).done_units() == {0, 1}
+
+
+def test_torch_version_is_recorded_alike_with_or_without_torch_imported():
+    """Writers that never import torch (importers' workers) record the torch_version spelling a build records."""
+    out = _run("""
+        import sys
+        from zoo.store.writer import _torch_version
+        before = _torch_version()
+        assert "torch" not in sys.modules
+        import torch
+        print(before == torch.__version__ == _torch_version())
+    """).stdout
+    assert out.strip() == "True"
