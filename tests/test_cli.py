@@ -92,7 +92,7 @@ def test_one_command_table_drives_the_parser():
     assert [c.name for c in COMMANDS.values()] == ["build", "plan", "info", "status", "verify", "compact",
                                                    "architectures", "report", "import", "export", "push"]
     sources = next(a for a in sub.choices["import"]._actions if isinstance(a, argparse._SubParsersAction))
-    assert sorted(sources.choices) == IMPORTERS.names() == ["hf", "modelzoo", "smallcnnzoo"]
+    assert sorted(sources.choices) == IMPORTERS.names() == ["hf", "inr", "modelzoo", "smallcnnzoo"]
     for source in IMPORTERS.values():  # every importer under the one protocol
         assert isinstance(source, Importer) and sources.choices[source.name].description == source.help
 

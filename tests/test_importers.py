@@ -847,7 +847,7 @@ def test_cli_import_both_sources(mzdir, scdir, tmp_path, capsys):
     assert main(["import", "modelzoo", str(tmp_path / "nowhere"), str(tmp_path / "c.zoo"), "--dataset",
                  "mnist"]) == 2
     assert "zoo import: error: " in capsys.readouterr().err and not (tmp_path / "c.zoo").exists()
-    assert IMPORTERS.names() == ["hf", "modelzoo", "smallcnnzoo"]
+    assert IMPORTERS.names() == ["hf", "inr", "modelzoo", "smallcnnzoo"]
 
 
 # --- the manifest's explicit population ---------------------------------------------------------------------

@@ -523,6 +523,31 @@ def _import_smallcnnzoo(args: argparse.Namespace) -> Any:
                               quiet=args.quiet or args.json).to_dict()
 
 
+def _inr_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--convention", required=True, metavar="NAME",
+                   help="the set's layout and SIREN conventions: dwsnets or nfn (see 'Importing published zoos')")
+    p.add_argument("--dataset", default=None, help="the image dataset (default: read from the folder names)")
+    p.add_argument("--name", default=None, help="zoo name (default: DATASET-inr-CONVENTION)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="the optimizer steps of every fit, when known (the checkpoint's epoch and step; default: "
+                        "unknown, epoch 1 with a null step)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="record mse, psnr and psnr_2x against the dataset's images (its files must be under "
+                        "--data-root: nothing is downloaded) and check each file's class against its image's")
+    p.add_argument("--data-root", default=None, help="where the dataset's files are (default ~/.cache/weightzoo/data)")
+    p.add_argument("--group-size", type=int, default=None, help="models per unit of work (default 1024)")
+
+
+@importer("inr", "published INR sets (DWSNets, NFN): SRC is a folder of per-INR state-dict files in the published "
+                 "layout, whose paths give each image's split, index and class", _inr_arguments)
+def _import_inr(args: argparse.Namespace) -> Any:
+    from builders.importers import import_inr
+
+    return import_inr(args.src, args.store, convention=args.convention, dataset=args.dataset, name=args.name,
+                      steps=args.steps, evaluate=args.evaluate, data_root=args.data_root,
+                      group_size=args.group_size, quiet=args.quiet or args.json).to_dict()
+
+
 def _hf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hub", action="store_true", help="SRC is a Hub dataset id user/name, never a local path")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")

@@ -113,8 +113,13 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "split": Field(str, "train", choices=("train", "test"), doc="the source dataset's split"),
         "start": Field(int, 0, minimum=0, maximum=MAX_IMAGES, doc="index of the first image in that split"),
         "count": Field((int, str), "all", doc="how many consecutive images, or 'all' (to the split's end)"),
+        "indices": Field((list, dict, type(None)), None,
+                         doc="the images listed instead of start and count (imported zoos): indices in `split`, or "
+                             "{train = [...], test = [...]} for images of both splits (the train ones first)"),
     },
 }
+#: The source splits an inr zoo's images come from, in the order a table of ``images.indices`` lists them.
+IMAGE_SPLITS = ("train", "test")
 
 #: Sections whose fields may vary between models (grid, random draws) and become metadata columns.
 VARYING_SECTIONS = ("architecture", "training")
@@ -235,6 +240,9 @@ class Manifest:
         if "images" in data and zoo["kind"] != "inr":
             raise r.error("images", "only an inr zoo (zoo.kind = 'inr') fits networks to images")
         images = r.section("images", data.get("images", {}), SECTIONS["images"]) if zoo["kind"] == "inr" else {}
+        if isinstance(images.get("indices"), dict) and "split" not in data["images"]:
+            # a table of images by split: images.split names the first split listed (one split: that one)
+            images["split"] = next((s for s in IMAGE_SPLITS if s in images["indices"]), images["split"])
         manifest = cls(source, zoo, dataset, architecture, training, population, epochs, dict(data), images)
         manifest._validate(r)
         return manifest
@@ -264,13 +272,66 @@ class Manifest:
         if self.training["init"] != "default":  # the field's own init_scheme is its initialization
             raise r.error("training.init", f"got {self.training['init']!r}; a neural field is initialized by its "
                                            "architecture's init_scheme (leave training.init at 'default')")
-        self.image_indices  # noqa: B018 - validates [images]
+        self.image_refs  # noqa: B018 - validates [images]
+
+    @cached_property
+    def image_refs(self) -> tuple[tuple[str, int], ...]:
+        """inr zoos: (source split, index in that split) of each image that gets a network, in model order:
+        ``images.start`` and ``count`` in ``images.split``, or the images ``images.indices`` lists."""
+        if self.kind != "inr":
+            return ()
+        if self.images["indices"] is None:
+            return tuple((self.images["split"], i) for i in self._image_range())
+        r = _Reader(self.source)
+        given = self._raw.get("images", {})
+        for key in ("start", "count"):
+            if key in given:
+                raise r.error(f"images.{key}", f"images.indices lists the images itself; remove images.{key}")
+        indices = self.images["indices"]
+        if isinstance(indices, dict):
+            if "split" in given:
+                raise r.error("images.split", "images.indices is a table of the images of each split; remove "
+                                              "images.split")
+            unknown = [k for k in indices if k not in IMAGE_SPLITS]
+            if unknown:
+                raise r.error(f"images.indices.{unknown[0]}", f"unknown split; "
+                                                              f"{allowed_text(unknown[0], IMAGE_SPLITS)}")
+            lists = [(split, f"images.indices.{split}", indices[split]) for split in IMAGE_SPLITS if split in indices]
+        else:
+            lists = [(self.images["split"], "images.indices", indices)]
+        refs: list[tuple[str, int]] = []
+        for split, where, values in lists:
+            total = DATASETS.get(self.dataset["name"]).split_size(split)
+            if not isinstance(values, list) or not values:
+                raise r.error(where, f"expected a non-empty list of image indices, got {values!r}")
+            for i, v in enumerate(values):
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < total:
+                    raise r.error(f"{where}[{i}]", f"got {v!r}; the {split} split of {self.dataset['name']!r} has "
+                                                   f"{total} images (0..{total - 1})")
+            seen: set[int] = set()
+            for i, v in enumerate(values):
+                if v in seen:
+                    raise r.error(f"{where}[{i}]", f"image {v} is listed twice")
+                seen.add(v)
+            refs.extend((split, v) for v in values)
+        if len(refs) > MAX_IMAGES:
+            raise r.error("images.indices", f"{len(refs)} images; at most {MAX_IMAGES}")
+        return tuple(refs)
 
     @cached_property
     def image_indices(self) -> tuple[int, ...]:
-        """inr zoos: the indices (in the source split ``images.split``) of the images that get a network."""
-        if self.kind != "inr":
-            return ()
+        """inr zoos: the indices (in the source split ``images.split``) of the images that get a network; a zoo
+        whose ``images.indices`` lists images of both splits has no one split (a ``ManifestError``: ``image_refs``
+        gives each image's split)."""
+        refs = self.image_refs
+        splits = {split for split, _ in refs}
+        if len(splits) > 1:
+            raise _Reader(self.source).error("images.indices", "lists images of both splits; what fits the images "
+                                                               "of one split (zoo build) takes one split per zoo")
+        return tuple(i for _, i in refs)
+
+    def _image_range(self) -> range:
+        """``images.start`` and ``images.count`` validated against the split's size."""
         r = _Reader(self.source)
         total = DATASETS.get(self.dataset["name"]).split_size(self.images["split"])
         start, count = self.images["start"], self.images["count"]
@@ -283,7 +344,7 @@ class Manifest:
         if isinstance(count, int) and (count < 1 or stop > total):
             raise r.error("images.count", f"got {count}; from image {start} the {self.images['split']} split of "
                                           f"{self.dataset['name']!r} has {total - start} images")
-        return tuple(range(start, stop))
+        return range(start, stop)
 
     # --- the population ------------------------------------------------------------
     @cached_property
@@ -496,7 +557,7 @@ class Manifest:
             configs.append((resolved[key], training, seeds))
         arch_ids = _arch_ids([a for a, _, _ in configs])
         models: list[ModelSpec] = []
-        images: tuple[int | None, ...] = self.image_indices or (None,)
+        images: tuple[tuple[str, int] | None, ...] = self.image_refs or (None,)
         total = len(configs) * len(images) * max(len(seeds) for _, _, seeds in configs)
         if total > MAX_MODELS:
             raise r.error("population", f"{total} models (configurations x images x seeds); at most {MAX_MODELS}")
@@ -507,7 +568,7 @@ class Manifest:
                     hparams = {"architecture": architecture.name, **architecture.options, **recipe, "seed": seed,
                                "dataset": self.dataset["name"]}
                     if image is not None:
-                        hparams.update(image_index=image, image_split=self.images["split"])
+                        hparams.update(image_index=image[1], image_split=image[0])
                     models.append(ModelSpec(len(models), seed, arch_ids[architecture.shape_key], architecture,
                                             training, hparams))
         if not models:

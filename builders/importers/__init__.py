@@ -14,11 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_LAZY = {"ImportReport": "common", "ImportSource": "common", "import_modelzoo": "modelzoo",
+_LAZY = {"ImportReport": "common", "ImportSource": "common", "import_inr": "inr", "import_modelzoo": "modelzoo",
          "import_smallcnnzoo": "smallcnnzoo"}
 
 if TYPE_CHECKING:
     from .common import ImportReport, ImportSource
+    from .inr import import_inr
     from .modelzoo import import_modelzoo
     from .smallcnnzoo import import_smallcnnzoo
 
@@ -29,4 +30,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
 
 
-__all__ = ["ImportReport", "ImportSource", "import_modelzoo", "import_smallcnnzoo"]
+__all__ = ["ImportReport", "ImportSource", "import_inr", "import_modelzoo", "import_smallcnnzoo"]
