@@ -8,8 +8,8 @@ fitted in a population follows the same trajectory as fitted alone, tested). Opt
 classifier builder's per-model ones (``optim.py``).
 
 ``InrPopulation`` has the interface ``orchestration`` drives (``train_epoch``, ``checkpoint_records``,
-``rows``, ``state_dict``/``load_state_dict``): an epoch of an inr zoo is one optimizer step, over the whole image
-or, with ``training.batch_size`` below the pixel count, over a batch of pixels drawn per model.
+``rows``, and the resume state of ``population.Resumable``): an epoch of an inr zoo is one optimizer step, over
+the whole image or, with ``training.batch_size`` below the pixel count, over a batch of pixels drawn per model.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from zoo.architectures.modules import coordinate_grid, from_unit, to_unit
-from zoo.errors import StoreError
 from zoo.layout import Layout
 from zoo.manifest import ModelSpec
 
 from .optim import lr_factor, make_optimizer
-from .population import data_order, init_model
+from .population import Resumable, data_order, init_model
 
 
 def field_forward(params: dict[str, torch.Tensor], coords: torch.Tensor, options: dict) -> torch.Tensor:
@@ -51,7 +50,7 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse)
 
 
-class InrPopulation:
+class InrPopulation(Resumable):
     """K neural fields of one structure, each fitting its own image (``images``: (K, C, H, W) in [0, 1])."""
 
     def __init__(self, specs: Sequence[ModelSpec], layout: Layout, images: torch.Tensor, labels: torch.Tensor,
@@ -72,6 +71,7 @@ class InrPopulation:
         targets = self.images.permute(0, 2, 3, 1).reshape(self.k, -1, self.channels)
         self.targets = from_unit(targets, self.options["pixels"])
         modules = [init_model(s) for s in self.specs]
+        self.buffers: dict[str, torch.Tensor] = {}  # a field has none: the resume state's buffers are empty
         self.params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in modules])
                        .to(self.device).requires_grad_(True) for name, _ in modules[0].named_parameters()}
 
@@ -89,15 +89,6 @@ class InrPopulation:
     def pixels(self) -> int:
         """Pixels of one image (the grid's size)."""
         return self.height * self.width
-
-    @property
-    def diverged(self) -> torch.Tensor:
-        """(K,) bool on the host: loss or weights non-finite at some point."""
-        return self.diverged_t.cpu()
-
-    @diverged.setter
-    def diverged(self, value: torch.Tensor) -> None:
-        self.diverged_t = value.to(self.device)
 
     def plan_steps(self, n_train: int) -> None:
         """Nothing to plan: an inr step's size is the image's (kept for the classifier population's interface)."""
@@ -168,26 +159,6 @@ class InrPopulation:
     def rows(self) -> torch.Tensor:
         """(K, row_length) float32 rows in the layout's order."""
         return self.layout.flatten({k: v.detach() for k, v in self.params.items()}).to(torch.float32).cpu()
-
-    def state_dict(self) -> dict:
-        """What fitting needs to go on from this step (the classifier population's keys, no buffers)."""
-        return {"epoch": self.epoch, "params": {k: v.detach().cpu() for k, v in self.params.items()},
-                "buffers": {}, "optimizer": self.optimizer.state_dict(), "diverged": self.diverged,
-                "wall_time": self.wall_time, "model_ids": [s.model_id for s in self.specs]}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state_dict`` output of exactly these models."""
-        mine = [s.model_id for s in self.specs]
-        if state["model_ids"] != mine:
-            raise StoreError(f"resume state holds models {state['model_ids'][:4]}..., this population fits "
-                             f"{mine[:4]}...; remove the store's .build/ folder to restart these groups")
-        self.epoch = state["epoch"]
-        with torch.no_grad():
-            for k, v in state["params"].items():
-                self.params[k].copy_(v.to(self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.diverged = state["diverged"].clone()
-        self.wall_time = state["wall_time"]
 
 
 def _finite(value: float) -> float | None:

@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,54 @@ class Metrics:
     acc: torch.Tensor  # (K,)
 
 
-class Population:
+class Resumable:
+    """What a population shares with ``orchestration``'s resume: divergence flags, and its state as CPU tensors with
+    a leading model axis (params, buffers, optimizer), which ``orchestration.slice_state`` cuts into groups."""
+
+    specs: list[ModelSpec]
+    device: torch.device
+    epoch: int
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    optimizer: Any
+    diverged_t: torch.Tensor
+    wall_time: float
+
+    @property
+    def diverged(self) -> torch.Tensor:
+        """(K,) bool on the host: loss or weights non-finite at some point (read once, at a checkpoint)."""
+        return self.diverged_t.cpu()
+
+    @diverged.setter
+    def diverged(self, value: torch.Tensor) -> None:
+        self.diverged_t = value.to(self.device)
+
+    def state_dict(self) -> dict:
+        """Everything training needs to go on from this epoch (or step)."""
+        return {"epoch": self.epoch, "params": {k: v.detach().cpu() for k, v in self.params.items()},
+                "buffers": {k: v.cpu() for k, v in self.buffers.items()},
+                "optimizer": self.optimizer.state_dict(), "diverged": self.diverged,
+                "wall_time": self.wall_time, "model_ids": [s.model_id for s in self.specs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict`` output of exactly these models (else a StoreError), copied in place."""
+        mine = [s.model_id for s in self.specs]
+        if state["model_ids"] != mine:
+            # the store's saved training state (.build/) does not match the plan: damaged or from another build
+            raise StoreError(f"resume state holds models {_ids(state['model_ids'])}, this population trains models "
+                             f"{_ids(mine)}; remove the store's .build/ folder to restart these groups")
+        self.epoch = state["epoch"]
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.params[k].copy_(v.to(self.device))
+            for k, v in state["buffers"].items():
+                self.buffers[k].copy_(v.to(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.diverged = state["diverged"].clone()
+        self.wall_time = state["wall_time"]
+
+
+class Population(Resumable):
     """K models of one structure as one computation: stacked tensors, one step function (``step.py``)."""
 
     def __init__(self, specs: Sequence[ModelSpec], layout: Layout, *, device: torch.device | str = "cpu",
@@ -123,15 +171,6 @@ class Population:
         self._start = torch.zeros((), dtype=torch.int64, device=self.device)
         self._losses = torch.zeros(self.k, device=self.device, dtype=dtype)
         self._activations: int | None = None
-
-    @property
-    def diverged(self) -> torch.Tensor:
-        """(K,) bool on the host: loss or weights non-finite at some point (read once, at a checkpoint)."""
-        return self.diverged_t.cpu()
-
-    @diverged.setter
-    def diverged(self, value: torch.Tensor) -> None:
-        self.diverged_t = value.to(self.device)
 
     @property
     def step_mode(self) -> str:
@@ -291,32 +330,6 @@ class Population:
         """(K, row_length) float32 rows in the layout's order (BatchNorm statistics included)."""
         state = {**{k: v.detach() for k, v in self.params.items()}, **self.buffers}
         return self.layout.flatten(state).to(torch.float32).cpu()
-
-    def state_dict(self) -> dict:
-        """Everything training needs to go on from this epoch, as CPU tensors with a leading model axis (which
-        ``orchestration.slice_state`` cuts into groups)."""
-        return {"epoch": self.epoch, "params": {k: v.detach().cpu() for k, v in self.params.items()},
-                "buffers": {k: v.cpu() for k, v in self.buffers.items()},
-                "optimizer": self.optimizer.state_dict(), "diverged": self.diverged,
-                "wall_time": self.wall_time, "model_ids": [s.model_id for s in self.specs]}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state_dict`` output of exactly these models (else a StoreError), copied in place."""
-        mine = [s.model_id for s in self.specs]
-        if state["model_ids"] != mine:
-            # the store's saved training state (.build/) does not match the plan: damaged or from another build
-            raise StoreError(f"resume state holds models {_ids(state['model_ids'])}, this population trains models "
-                             f"{_ids(mine)}; remove the store's .build/ folder to restart these groups")
-        self.epoch = state["epoch"]
-        with torch.no_grad():
-            for k, v in state["params"].items():
-                self.params[k].copy_(v.to(self.device))
-            for k, v in state["buffers"].items():
-                self.buffers[k].copy_(v.to(self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.diverged = state["diverged"].clone()
-        self.wall_time = state["wall_time"]
-
 
 def _ids(ids: Sequence[int]) -> str:
     """Model ids for a message: all of a few, the ends of many."""
