@@ -80,3 +80,21 @@ def test_loader_transforms_on_the_device_equal_the_cpu(filled, view):
         for key in a:
             assert a[key].device.type == "cuda"
             torch.testing.assert_close(a[key].cpu(), b[key], rtol=1e-6, atol=1e-6)  # the same draws, made on the CPU
+
+
+def test_inr_population_on_cuda_follows_the_cpu():
+    from test_inr import inr_dict
+
+    from builders.data import load_images
+    from builders.inr import InrPopulation
+
+    m = Manifest.from_dict(inr_dict(), source="inr.toml")
+    specs = list(m.models)
+    x, y = load_images(m.dataset, "test", [s.hparams["image_index"] for s in specs])
+    pops = {dev: InrPopulation(specs, m.architectures["siren"].layout, x, y, device=dev) for dev in ("cpu", "cuda")}
+    for pop in pops.values():
+        for _ in range(10):
+            pop.train_epoch()
+    torch.testing.assert_close(pops["cuda"].rows(), pops["cpu"].rows(), rtol=1e-3, atol=1e-4)
+    records = pops["cuda"].checkpoint_records()
+    assert all(r["psnr"] is not None and r["step"] == 10 for r in records)
