@@ -5,8 +5,9 @@ Names load on first use (PEP 562): ``zoo plan`` reaches ``builders.sizing`` with
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zoo.lazy import lazy_names
 
 _LAZY = {"BuildReport": "orchestration", "build": "orchestration", "build_groups": "orchestration",
          "Population": "population"}
@@ -16,10 +17,7 @@ if TYPE_CHECKING:
     from .population import Population
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'builders' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["BuildReport", "Population", "build", "build_groups"]

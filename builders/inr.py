@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.architectures.modules import coordinate_grid, from_unit, to_unit
+from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.manifest import ModelSpec
 
@@ -29,19 +30,30 @@ from .optim import lr_factor, make_optimizer
 from .population import Resumable, data_order, init_model
 
 
-def field_forward(params: dict[str, torch.Tensor], coords: torch.Tensor, options: dict) -> torch.Tensor:
-    """Outputs (K, N, C) of K stacked SIRENs at ``coords``: (N, 2) shared by every model, or (K, N, 2) each its
-    own. ``params``: ``net.{i}.weight`` (K, out, in) and ``net.{i}.bias`` (K, out)."""
-    depth = len(options["hidden"])
+def field_layers(layout: Layout) -> list[tuple[str, str]]:
+    """(weight, bias) names of a field's linear layers in order, read off the layout (its modules' roles)."""
+    layers = []
+    for module, tensors in layout.modules():
+        roles = {t.role: t.name for t in tensors}
+        if set(roles) != {"weight", "bias"}:
+            raise ZooError(f"module {module!r}: a neural field's layers hold a weight and a bias, got {sorted(roles)}")
+        layers.append((roles["weight"], roles["bias"]))
+    return layers
+
+
+def field_forward(params: dict[str, torch.Tensor], coords: torch.Tensor, layers: Sequence[tuple[str, str]],
+                  omegas: Sequence[float], offset: float) -> torch.Tensor:
+    """Outputs (K, N, C) of K stacked fields at ``coords``: (N, 2) shared by every model, or (K, N, 2) each its
+    own. ``layers``: (weight (K, out, in), bias (K, out)) names in order (``field_layers``); every layer but the
+    last is ``sin(omega (W h + b))`` with its entry of ``omegas``, the last is linear, plus ``offset``."""
     h = coords
-    for i in range(depth + 1):
-        w, b = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
+    for i, (weight, bias) in enumerate(layers):
+        w, b = params[weight], params[bias]
         inputs = h.expand(w.shape[0], -1, -1) if h.dim() == 2 else h
-        if i < depth:  # w0 (W h + b) in the product itself (alpha, beta): no pass of its own
-            w0 = options["first_w0"] if i == 0 else options["w0"]
-            h = torch.sin(torch.baddbmm(b.unsqueeze(1), inputs, w.transpose(1, 2), beta=w0, alpha=w0))
+        if i < len(layers) - 1:  # omega (W h + b) in the product itself (alpha, beta): no pass of its own
+            h = torch.sin(torch.baddbmm(b.unsqueeze(1), inputs, w.transpose(1, 2), beta=omegas[i], alpha=omegas[i]))
         else:
-            h = torch.baddbmm(b.unsqueeze(1), inputs, w.transpose(1, 2)) + options["offset"]
+            h = torch.baddbmm(b.unsqueeze(1), inputs, w.transpose(1, 2)) + offset
     return h
 
 
@@ -67,6 +79,8 @@ class InrPopulation(Resumable):
         self.labels = labels.cpu()
         _, self.channels, self.height, self.width = self.images.shape
         self.coords = coordinate_grid(self.height, self.width, self.options["coords"]).to(self.device)
+        self.layers = field_layers(layout)
+        self.omegas = [self.options["first_w0"]] + [self.options["w0"]] * (len(self.layers) - 2)
         # the targets in the network's output space, pixel by pixel in the grid's (row-major) order
         targets = self.images.permute(0, 2, 3, 1).reshape(self.k, -1, self.channels)
         self.targets = from_unit(targets, self.options["pixels"])
@@ -89,6 +103,9 @@ class InrPopulation(Resumable):
     def pixels(self) -> int:
         """Pixels of one image (the grid's size)."""
         return self.height * self.width
+
+    def _forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return field_forward(self.params, coords, self.layers, self.omegas, self.options["offset"])
 
     def plan_steps(self, n_train: int) -> None:
         """Nothing to plan: an inr step's size is the image's (kept for the classifier population's interface)."""
@@ -113,7 +130,7 @@ class InrPopulation(Resumable):
         self.epoch += 1
         coords, targets = self._batch()
         params = list(self.params.values())
-        loss = (field_forward(self.params, coords, self.options) - targets).square().mean(dim=(1, 2))
+        loss = (self._forward(coords) - targets).square().mean(dim=(1, 2))
         grads = torch.autograd.grad(loss.sum(), params)
         total = self.training["epochs"]
         self.optimizer.step(params, grads, lr_factor(self.training["schedule"], self.epoch - 1, total))
@@ -133,7 +150,7 @@ class InrPopulation(Resumable):
     def render(self, height: int, width: int) -> torch.Tensor:
         """(K, C, height, width) images in [0, 1] units (not clamped) on a grid of that size."""
         grid = coordinate_grid(height, width, self.options["coords"]).to(self.device)
-        out = to_unit(field_forward(self.params, grid, self.options), self.options["pixels"])
+        out = to_unit(self._forward(grid), self.options["pixels"])
         return out.view(self.k, height, width, self.channels).permute(0, 3, 1, 2)
 
     @torch.no_grad()

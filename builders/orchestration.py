@@ -338,7 +338,7 @@ def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: Mapping[
         key = sizing.structure_key(spec)
         if key not in sizes and manifest.kind == "inr":
             x = _images(manifest, dev, datasets)[0]
-            sizes[key] = sizing.inr_population_size(spec, x.shape[2] * x.shape[3], x.shape[1], dev)
+            sizes[key] = sizing.inr_population_size(spec, x.shape[2] * x.shape[3], dev)
         if key not in sizes:
             footprint = None
             if dev.type == "cuda":

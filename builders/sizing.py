@@ -159,12 +159,12 @@ def population_plan(plan: Plan, device: HasType, population: int | None = None) 
 INR_MAX_MODELS = 65_536
 
 
-def inr_population_size(spec: ModelSpec, pixels: int, channels: int, device: HasType) -> int:
+def inr_population_size(spec: ModelSpec, pixels: int, device: HasType) -> int:
     """Models per inr population on ``device``: activations and gradients of a step over ``pixels`` coordinates
     (each hidden layer's pre-activation, sine and gradient), plus weights with Adam's moments, per model."""
-    hidden = list(spec.architecture.options["hidden"])
-    params = sum(a * b + b for a, b in zip([2, *hidden], [*hidden, channels]))
-    footprint = 4 * (pixels * (3 * sum(hidden) + 2 * channels) + 4 * params)
+    layout = spec.architecture.layout
+    widths = [t.shape[0] for t in layout.tensors if t.role == "weight"]  # hidden layers, then the output
+    footprint = 4 * (pixels * (3 * sum(widths[:-1]) + 2 * widths[-1]) + 4 * layout.size)
     if device.type == "cuda":
         import torch
 

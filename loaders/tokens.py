@@ -91,13 +91,14 @@ class Tokenizer:
         plans = symmetry.plans if symmetry is not None else [
             TensorPlan(i, t.offset, t.stop, (), t.size) for i, t in enumerate(layout.tensors)]
         modules, positions, token = [], [], 0
+        index = {t.name: i for i, t in enumerate(layout.tensors)}
         for layer, (_, tensors) in enumerate(layout.modules()):
             channels = tensors[0].shape[0]
             if any(t.shape[0] != channels for t in tensors):
                 raise ZooError(f"module of {tensors[0].name!r}: tensors disagree on the output channel count")
             parts, col = [], 0
             for t in tensors:
-                plan = _channel_plan(plans[layout.tensors.index(t)], channels)
+                plan = _channel_plan(plans[index[t.name]], channels)
                 if plan.count % channels:
                     raise ZooError(f"{t.name!r}: its unit dims do not start at the channel axis")
                 parts.append(_Part(plan, col, t.size // channels))

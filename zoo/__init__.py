@@ -9,12 +9,12 @@ torch: the command line answers at once, and each command imports only what it n
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 from .errors import ManifestError, StoreError, StoreNotFoundError, ZooError  # noqa: E402
+from .lazy import lazy_names  # noqa: E402
 
 #: Public name -> the module that defines it (``open`` is ``open_zoo``).
 _LAZY = {
@@ -33,12 +33,7 @@ if TYPE_CHECKING:
     open = open_zoo  # noqa: A001
 
 
-def __getattr__(name: str) -> Any:
-    if name == "open":
-        name = "open_zoo"
-    if name not in _LAZY:
-        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+__getattr__ = lazy_names(__name__, _LAZY, {"open": "open_zoo"})
 
 
 def __dir__() -> list[str]:

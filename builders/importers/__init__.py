@@ -11,8 +11,9 @@ Names load on first use (PEP 562): the worker processes of an import (``workers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zoo.lazy import lazy_names
 
 _LAZY = {"ImportReport": "common", "ImportSource": "common", "import_inr": "inr", "import_modelzoo": "modelzoo",
          "import_smallcnnzoo": "smallcnnzoo"}
@@ -24,10 +25,7 @@ if TYPE_CHECKING:
     from .smallcnnzoo import import_smallcnnzoo
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'builders.importers' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["ImportReport", "ImportSource", "import_inr", "import_modelzoo", "import_smallcnnzoo"]

@@ -295,19 +295,20 @@ class Zoo:
         """The image a neural field of an inr zoo represents: (C, H, W) pixel values in [0, 1] (clamped) on a grid
         of ``size`` (an int for a square, (height, width); default: the fitted image's size), evaluated with
         the checkpoint's conventions (coordinate order, output offset, pixel range)."""
-        from .. import errors
+        import torch
+
         from ..architectures.modules import to_unit
 
         if self.manifest.kind != "inr":
-            raise errors.ZooError(f"{self.url}: render draws the images of an inr zoo; this zoo's kind is "
+            raise ZooError(f"{self.url}: render draws the images of an inr zoo; this zoo's kind is "
                                   f"{self.manifest.kind!r}")
         _, height, width = self.manifest.input_shape
         if size is not None:
             height, width = (size, size) if isinstance(size, int) else size
         if not (isinstance(height, int) and isinstance(width, int) and 1 <= height <= 4096 and 1 <= width <= 4096):
-            raise errors.ZooError(f"render: size {size!r}; expected sides in [1, 4096]")
+            raise ZooError(f"render: size {size!r}; expected sides in [1, 4096]")
         module: Any = self.module(model_id, epoch)  # a modules.Siren
-        with _no_grad():
+        with torch.no_grad():
             return to_unit(module.image(height, width), module.pixels).clamp(0, 1)
 
     # --- summaries --------------------------------------------------------------------
@@ -381,9 +382,3 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
                for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _no_grad():
-    import torch
-
-    return torch.no_grad()
