@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from zoo.errors import ZooError
 from zoo.layout import Layout, TensorSpec
-from zoo.symmetry import SymmetrySpec, parse_axis
+from zoo.symmetry import SymmetrySpec, is_simple, parse_axis
 
 #: BatchNorm roles in the order the views store them.
 NORM_ROLES = ("bn_weight", "bn_bias", "running_mean", "running_var")
@@ -78,11 +78,31 @@ def _axes(spec: SymmetrySpec, t: TensorSpec) -> list[tuple[str, int] | None]:
     return [parse_axis(e) for e in entries]
 
 
+#: Why a network outside the layer model has no nfn/dws/graph view, by what places it outside.
+OUTSIDE = {
+    "norm_weight": "a LayerNorm/GroupNorm normalizes across units, which no per-neuron layer of NFN/DWS or node of a "
+                   "neural graph expresses",
+    "norm_bias": "a LayerNorm/GroupNorm normalizes across units, which no per-neuron layer of NFN/DWS or node of a "
+                 "neural graph expresses",
+    "embedding": "a free tensor (class token, position embedding) is neither a layer's weight nor its bias",
+    "composite": "multi-head attention (or a concatenation) couples units across layers (q.k products, heads), which "
+                 "the NFN/DWS layer model and Kofinas et al.'s graph of layers do not express here",
+}
+
+
 def network_layers(layout: Layout, spec: SymmetrySpec) -> list[Layer]:
-    """The layers in layout order, each with its bias and BatchNorm; every layout tensor is placed once."""
+    """The layers in layout order, each with its bias and BatchNorm; every layout tensor is placed once. A network
+    outside that model (attention, LayerNorm, free embeddings) raises ``ZooError`` saying why."""
     unknown = sorted(set(spec.axes) - set(layout.names))
     if unknown:
         raise ZooError(f"symmetry spec names {unknown[0]!r}, which is not in the layout")
+    for t in layout.tensors:
+        composite = not all(is_simple(e) for e in spec.axes.get(t.name, ()))
+        why = OUTSIDE.get("composite" if composite else t.role)
+        if why:
+            raise ZooError(f"the nfn, dws and graph views are defined for networks of Linear/Conv layers with "
+                           f"BatchNorm; {t.name!r} is outside that model: {why}. Use the flat, tokens or "
+                           "state_dict view")
     layers: list[Layer] = []
     for module, tensors in layout.modules():
         roles: dict[str, TensorSpec] = {}

@@ -13,6 +13,12 @@ on CPU workers or on a CUDA tensor, and the tokens view and its windows
 Semantics equal ``zoo.symmetry.SymmetrySpec.transform`` (tested): new unit
 ``i`` is old unit ``perm[i]``; its producers are multiplied by ``scale[i]`` and
 its consumers divided by it.
+
+A composite axis (``"h*qk|h*qk|h*v"``: attention's packed projections,
+concatenations) is one unit dim keyed ``"<tensor>#<axis>"``: ``complete``
+computes its per-sample index and factor from the groups' draws
+(``zoo.symmetry.axis_index``/``axis_factor``) and adds them to the draws under
+that key, so every path (rows, tokens, windows) treats it like a group.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 
 from zoo.layout import Layout
-from zoo.symmetry import SymmetrySpec, parse_axis
+from zoo.symmetry import SymmetrySpec, axis_factor, axis_index, entry_groups, is_simple, parse_axis
 
 SYMMETRIES = ("permute", "rescale", "signflip")
 
@@ -74,15 +80,39 @@ class TensorPlan:
         return tuple(out)
 
 
-def _plan(index: int, tensor, entries, scaled: Mapping[int, list[tuple[str, int]]]) -> TensorPlan:
-    """``scaled``: tensor axis -> [(group, power)] of the scales acting on that axis."""
+@dataclass(frozen=True)
+class Composite:
+    """A composite axis of one tensor: its entry, the powers of the scales acting on it, and the groups it
+    names (a window touching it draws those)."""
+
+    entry: str
+    powers: Mapping[str, int]
+
+    @property
+    def groups(self) -> list[str]:
+        """The groups the entry names."""
+        return entry_groups(self.entry)
+
+
+def _plan(index: int, tensor, entries, scaled: Mapping[int, list[tuple[str, int]]],
+          composites: dict[str, Composite]) -> TensorPlan:
+    """``scaled``: tensor axis -> [(group, power)] of the scales acting on that axis; a composite axis is
+    registered in ``composites`` under its key."""
     permuted = [a for a, e in enumerate(entries) if e is not None]
     last = max(permuted, default=-1)
     block = math.prod(tensor.shape[last + 1:])
     dims: list[tuple[int, str | None]] = []
     terms: list[tuple[int, str, int]] = []
     for axis in range(last + 1):
-        parsed = parse_axis(entries[axis]) if axis < len(entries) else None
+        entry = entries[axis] if axis < len(entries) else None
+        if entry is not None and not is_simple(entry):
+            key = f"{tensor.name}#{axis}"
+            composites[key] = Composite(entry, dict(scaled.get(axis, ())))
+            if scaled.get(axis):
+                terms.append((len(dims), key, 1))
+            dims.append((tensor.shape[axis], key))
+            continue
+        parsed = parse_axis(entry)
         if parsed is None:
             dims.append((tensor.shape[axis], None))
             continue
@@ -122,12 +152,28 @@ class BatchSymmetry:
         self.layout, self.spec = layout, spec
         self.size = layout.size
         scaled: dict[str, dict[int, list[tuple[str, int]]]] = {}
-        for g in spec.groups:
-            for entries, power in ((spec.producers(layout, g), 1), (spec.consumers(g), -1)):
-                for name, axis, _ in entries:
-                    scaled.setdefault(name, {}).setdefault(axis, []).append((g, power))
-        self.plans = [_plan(i, t, spec.axes.get(t.name, (None,) * len(t.shape)), scaled.get(t.name, {}))
+        for (name, axis), powers in spec.scaled_axes(layout).items():
+            scaled.setdefault(name, {})[axis] = list(powers.items())
+        #: composite axes by key (``"<tensor>#<axis>"``), completed into every batch's draws
+        self.composites: dict[str, Composite] = {}
+        self.plans = [_plan(i, t, spec.axes.get(t.name, (None,) * len(t.shape)), scaled.get(t.name, {}),
+                            self.composites)
                       for i, t in enumerate(layout.tensors)]
+        self._sizes = spec.sizes
+
+    def complete(self, draws: Draws) -> Draws:
+        """Add every composite axis's (B, n) index and factor to ``draws`` (in place, idempotent; returned)."""
+        for key, c in self.composites.items():
+            if key not in draws.perms:
+                index = axis_index(c.entry, self._sizes, draws.perms, draws.batch)
+                if index is not None:
+                    draws.perms[key] = index
+            if key not in draws.scales:
+                dtype = next(iter(draws.scales.values())).dtype if draws.scales else torch.float32
+                factor = axis_factor(c.entry, self._sizes, draws.scales, c.powers, draws.batch, dtype)
+                if factor is not None:
+                    draws.scales[key] = factor
+        return draws
 
     def draw(self, batch: int, activation: str | None, generator: torch.Generator | None,
              symmetries: Sequence[str] = SYMMETRIES, device: torch.device | str = "cpu",
@@ -140,6 +186,9 @@ class BatchSymmetry:
                 perms[g] = perm
             if scale is not None:
                 scales[g] = scale
+        if self.composites:
+            done = self.complete(Draws(batch, perms, scales)).to(device)
+            perms, scales = done.perms, done.scales
         return perms, scales
 
     def _draw_group(self, g: str, batch: int, activation: str | None, generator: torch.Generator | None,
@@ -184,7 +233,7 @@ class BatchSymmetry:
                     else:
                         full = table.setdefault(g, fill(drawn.shape[1], dtype=drawn.dtype).repeat(batch, 1))
                         full[torch.from_numpy(sel)] = drawn
-        return out
+        return self.complete(out)
 
     # --- per-tensor pieces, shared with the tokens view ------------------------------------------
     @staticmethod
@@ -201,16 +250,18 @@ class BatchSymmetry:
             if g is not None and g in perms:
                 shape[0] = batch
                 terms.append((perms[g].to(device) * stride).view(shape))
-            else:
+            elif n > 1:  # a dim of one unit adds nothing
                 terms.append((torch.arange(n, device=device) * stride).view(shape))
         # the sum of the broadcast terms, written once into fresh (huge-page) memory of the full shape
         index = empty((batch, *(n for n, _ in plan.dims)), torch.int64, device)
-        if len(terms) == 1:
+        if len(terms) == 1 or torch.broadcast_shapes(terms[0].shape, terms[1].shape) != index.shape:
             index.copy_(terms[0].expand(index.shape))
+            rest = terms[1:]
         else:
             torch.add(terms[0], terms[1], out=index)
-            for term in terms[2:]:
-                index += term
+            rest = terms[2:]
+        for term in rest:
+            index += term
         return index.view(batch, plan.count)
 
     @staticmethod
@@ -235,11 +286,14 @@ class BatchSymmetry:
     def apply(self, rows: torch.Tensor, perms: Mapping[str, torch.Tensor] | Draws,
               scales: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """A transformed copy of ``rows`` (``rows`` is kept): per tensor, one block gather and one multiply."""
+        batch = rows.shape[0]
         if isinstance(perms, Draws):
             draws = perms
-            perms, scales = draws.perms, draws.scales
-        scales = scales or {}
-        batch = rows.shape[0]
+        else:
+            draws = Draws(batch, dict(perms), dict(scales or {}))
+        if self.composites:
+            draws = self.complete(Draws(batch, dict(draws.perms), dict(draws.scales)))
+        perms, scales = draws.perms, draws.scales
         out = empty(rows.shape, rows.dtype, rows.device)
         samples = torch.arange(batch, device=rows.device).view(batch, 1)
         for plan in self.plans:

@@ -116,6 +116,8 @@ class Tokenizer:
         for m in modules:
             mask[m.token:m.token + m.channels * m.tokens_per_channel].view(m.channels, m.row)[:, :m.width] = True
         self.mask = mask
+        #: composite axis key -> the groups it names (``BatchSymmetry.composites``): a window touching one draws them
+        self._composite_groups = {k: c.groups for k, c in (symmetry.composites if symmetry is not None else {}).items()}
         self._slots: _Slots | None = None  # window tables, built on first use
         self._pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None  # ((pid, threads), pool)
 
@@ -244,8 +246,9 @@ class Tokenizer:
         touched: dict[str, np.ndarray] = {}
         for b, (lo, hi) in enumerate(zip(first.tolist(), last.tolist())):
             for m in range(lo, hi + 1):
-                for g in slots.module_groups[m]:
-                    touched.setdefault(g, np.zeros(len(starts), dtype=bool))[b] = True
+                for key in slots.module_groups[m]:
+                    for g in self._composite_groups.get(key, (key,)):
+                        touched.setdefault(g, np.zeros(len(starts), dtype=bool))[b] = True
         return touched
 
     def _window_tables(self) -> _Slots:

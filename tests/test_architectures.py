@@ -14,7 +14,7 @@ from zoo.layout import Layout
 from zoo.symmetry import SymmetrySpec
 
 SHAPES = {"cnn-s": (1, 28, 28), "cnn-l": (3, 32, 32), "smallcnn": (1, 28, 28), "mlp": (1, 8, 8),
-          "resnet": (3, 16, 16), "resnet18": (3, 32, 32), "siren": (1, 8, 8)}
+          "resnet": (3, 16, 16), "resnet18": (3, 32, 32), "siren": (1, 8, 8), "vit": (1, 8, 8)}
 
 
 def test_every_registered_architecture_is_covered():
@@ -102,10 +102,10 @@ def test_random_symmetry_transform_preserves_function(name, activation):
 
 def test_allowed_symmetries_follow_activation_and_pooling():
     spec = get_architecture("cnn-s", (1, 28, 28), activation="tanh").symmetry
-    assert spec.groups["C1"].allowed("tanh") == {"permute"}  # max-pool breaks the sign flip
-    assert spec.groups["H1"].allowed("tanh") == {"permute", "signflip"}
-    assert spec.groups["C1"].allowed("relu") == {"permute", "rescale"}
-    assert spec.groups["H1"].allowed("gelu") == {"permute"}
+    assert spec.groups["conv1"].allowed("tanh") == {"permute"}  # max-pool breaks the sign flip
+    assert spec.groups["fc1"].allowed("tanh") == {"permute", "signflip"}
+    assert spec.groups["conv1"].allowed("relu") == {"permute", "rescale"}
+    assert spec.groups["fc1"].allowed("gelu") == {"permute"}
 
 
 def test_small_resnet_matches_torchvision_naming():
@@ -116,7 +116,7 @@ def test_small_resnet_matches_torchvision_naming():
 
 def test_resnet_streams_are_tied():
     spec = get_architecture("resnet18", (3, 32, 32)).symmetry
-    stream = {name for name, axis, _ in spec.perm_to_axes()["S0"]}
+    stream = {name for name, axis, _ in spec.perm_to_axes()["conv1"]}
     assert {"conv1.weight", "bn1.running_mean", "layer1.0.bn2.weight", "layer1.1.conv1.weight",
             "layer2.0.downsample.0.weight", "layer2.0.conv1.weight"} <= stream
     assert len(spec.groups) == 4 + 8  # one stream per stage, one inner permutation per block
@@ -145,7 +145,7 @@ def test_permutation_then_inverse_restores_state_dict(seed):
 
 def test_unknown_architecture_lists_valid_names():
     with pytest.raises(UnknownNameError, match=r"unknown architecture: got 'cnn-xl'; allowed: cnn-l, cnn-s, mlp, "
-                                               r"resnet, resnet18, siren, smallcnn \(did you mean 'cnn-l'\?\)"):
+                                               r"resnet, resnet18, siren, smallcnn, vit \(did you mean 'cnn-l'\?\)"):
         get_architecture("cnn-xl", (1, 28, 28))
 
 
@@ -181,7 +181,7 @@ def test_architecture_options_do_not_shadow_training_fields():
 def test_sine_allows_sign_flips_not_rescaling():
     arch = get_architecture("siren", (1, 8, 8), hidden=[16, 8])
     spec = arch.symmetry
-    assert set(spec.groups) == {"H1", "H2"} and spec.groups["H2"].size == 8
+    assert set(spec.groups) == {"net.0", "net.1"} and spec.groups["net.1"].size == 8
     assert all(g.allowed("sin") == {"permute", "signflip"} for g in spec.groups.values())
     module = _randomized(arch)
     state = module.state_dict()

@@ -20,9 +20,12 @@ if TYPE_CHECKING:  # torch is imported by the methods that take tensors: reading
     import torch
     from torch import nn
 
-#: Roles of tensors in a row. The first four are trainable parameters.
-ROLES = ("weight", "bias", "bn_weight", "bn_bias", "running_mean", "running_var")
-TRAINABLE_ROLES = frozenset(ROLES[:4])
+#: Roles of tensors in a row. "norm_weight"/"norm_bias" (format 4) are the affine tensors of a normalization
+#: that is not a BatchNorm (LayerNorm, GroupNorm, InstanceNorm); "embedding" (format 4) any other tensor a module
+#: holds itself (a ViT's class token and position embedding): the derived symmetry spec says which axes permute.
+ROLES = ("weight", "bias", "bn_weight", "bn_bias", "running_mean", "running_var", "norm_weight", "norm_bias",
+         "embedding")
+TRAINABLE_ROLES = frozenset(ROLES[:4] + ROLES[6:])
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -53,17 +56,24 @@ class TensorSpec:
         return cls(d["name"], tuple(int(s) for s in d["shape"]), int(d["offset"]), d["role"])
 
 
-def _role(module: nn.Module, attr: str) -> str | None:
+def _role(module: nn.Module, attr: str, value: torch.Tensor) -> str | None:
     from torch import nn
 
     if attr == "num_batches_tracked":
         return None  # an integer counter, not a weight; rebuilt as 0 on load
-    if isinstance(module, nn.modules.batchnorm._NormBase):
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm) or isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        if attr in ("weight", "bias"):
+            return f"norm_{attr}"
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
         return {"weight": "bn_weight", "bias": "bn_bias"}.get(attr, attr)
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and attr in ("weight", "bias"):
         return attr
-    raise ZooError(f"cannot assign a layout role to {type(module).__name__}.{attr}; "
-                   f"supported modules: Linear, Conv*, BatchNorm*")
+    if isinstance(module, nn.MultiheadAttention) and attr in ("in_proj_weight", "in_proj_bias"):
+        return attr[len("in_proj_"):]
+    if not value.is_floating_point():
+        raise ZooError(f"cannot store {type(module).__name__}.{attr} ({value.dtype}) in a float32 row; a layout "
+                       "holds floating-point tensors only")
+    return "embedding"
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ class Layout:
                 owners[f"{mod_name}.{attr}" if mod_name else attr] = (mod, attr)
         tensors, offset = [], 0
         for name, value in module.state_dict().items():
-            role = _role(*owners[name])
+            role = _role(*owners[name], value)
             if role is None:
                 continue
             spec = TensorSpec(name, tuple(value.shape), offset, role)

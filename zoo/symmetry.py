@@ -6,6 +6,15 @@ axis: ``None`` (not permuted) or a permutation name, optionally with a repeat
 factor ``"P3*9"`` when a dense layer reads a flattened (C, H, W) feature map
 (each channel owns 9 consecutive inputs).
 
+The general entry (format 4) is a concatenation of segments, each a row-major
+product of factors: ``"heads*qk|heads*qk|heads*v"`` is a packed attention
+projection (q, k and v stacked on axis 0; within each, head ``h``'s ``d``
+dimensions are ``h * d .. h * d + d - 1``), ``"P1|P2"`` a concatenation of two
+channel groups, ``"16*P3"`` a group repeated over 16 unpermuted blocks. A
+factor is a group name or an unpermuted extent; group sizes then come from the
+spec's groups (``SymmetrySpec.build(..., sizes=)``). ``"P3*9"`` is the
+special case of one segment whose first factor is the only group.
+
 Everything else is derived from this one table: the inverse index
 (permutation -> tensor axes), group sizes, which tensors *produce* a unit
 (scaled by rescaling / sign flips) and which *consume* it, and the transform
@@ -16,6 +25,7 @@ network's function.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,43 +36,64 @@ from .layout import Layout
 if TYPE_CHECKING:  # the transforms import torch; declaring and reading a spec needs none
     import torch
 
-#: What follows a permutation group's pre-activation, as declared by the architecture.
-NONLINEARITIES = ("act", "pool_act", "relu")
+#: What follows a permutation group's pre-activation. "act": the model's activation (an architecture option, so
+#: one spec serves every activation of a zoo); "pool_act": max-pooling, then that activation; then fixed facts a
+#: derived spec states (``zoo.architectures.derive``): "relu" (positively homogeneous: rescale), "odd" (odd:
+#: sign flip), "linear" (nothing nonlinear: both) and "fixed" (permutation only: LayerNorm, softmax attention,
+#: GELU, sigmoid, ...).
+NONLINEARITIES = ("act", "pool_act", "relu", "odd", "linear", "fixed")
 #: Activations for which positive per-unit rescaling is exact: f(a x) = a f(x), a > 0.
 POSITIVE_HOMOGENEOUS = frozenset({"relu", "leaky_relu"})
 #: Odd activations: f(-x) = -f(x), so a unit's sign can flip ("sin": siren's sine layers, any omega).
 ODD = frozenset({"tanh", "sin"})
 
 
-def parse_axis(entry: str | None) -> tuple[str, int] | None:
-    """One axis entry of the table as ``(permutation, repeat)``, or ``None`` for an axis that is not permuted
-    (``"P3*9"`` -> ``("P3", 9)``, ``"P1"`` -> ``("P1", 1)``)."""
+#: One factor of an axis entry: a group name, or an extent that is not permuted.
+Factor = str | int
+
+
+def parse_entry(entry: str | None) -> tuple[tuple[Factor, ...], ...] | None:
+    """An axis entry as its segments, each a tuple of factors (``"h*qk|h*v"`` -> ``(("h", "qk"), ("h", "v"))``;
+    ``"P3*9"`` -> ``(("P3", 9),)``), or None for an axis that is not permuted."""
     if entry is None:
         return None
-    name, _, repeat = entry.partition("*")
-    return name, int(repeat or 1)
+    return tuple(tuple(int(f) if f.isdigit() else f for f in segment.split("*")) for segment in entry.split("|"))
 
 
-# --- helpers that make a spec read like the network ---------------------------------------
-def conv(name: str, p_in: str | None, p_out: str | None, bias: bool = True) -> dict[str, tuple]:
-    """Table entries of a Conv2d: weight (out, in, kh, kw) with spatial axes never permuted, and its bias."""
-    axes: dict[str, tuple] = {f"{name}.weight": (p_out, p_in, None, None)}
-    if bias:
-        axes[f"{name}.bias"] = (p_out,)
-    return axes
+def entry_groups(entry: str | None) -> list[str]:
+    """The groups an entry names, in order of first appearance."""
+    out: list[str] = []
+    for segment in parse_entry(entry) or ():
+        out += [f for f in segment if isinstance(f, str) and f not in out]
+    return out
 
 
-def dense(name: str, p_in: str | None, p_out: str | None, bias: bool = True) -> dict[str, tuple]:
-    """Table entries of a Linear layer; ``p_in`` may carry a repeat (``"P3*9"``) when it reads a flattened map."""
-    axes: dict[str, tuple] = {f"{name}.weight": (p_out, p_in)}
-    if bias:
-        axes[f"{name}.bias"] = (p_out,)
-    return axes
+def is_simple(entry: str | None) -> bool:
+    """Whether the entry is ``"P"`` or ``"P*k"``: one segment whose first factor is its only group (the form
+    every view and the fast augmentation paths take)."""
+    segments = parse_entry(entry)
+    if segments is None:
+        return True
+    return (len(segments) == 1 and isinstance(segments[0][0], str)
+            and all(isinstance(f, int) for f in segments[0][1:]))
 
 
-def norm(name: str, p: str | None) -> dict[str, tuple]:
-    """Table entries of a BatchNorm: affine parameters and running statistics all follow the channel's unit."""
-    return {f"{name}.{k}": (p,) for k in ("weight", "bias", "running_mean", "running_var")}
+def parse_axis(entry: str | None) -> tuple[str, int] | None:
+    """One simple axis entry as ``(permutation, repeat)``, or ``None`` for an axis that is not permuted
+    (``"P3*9"`` -> ``("P3", 9)``, ``"P1"`` -> ``("P1", 1)``); a composite entry (concatenated segments, several
+    groups) raises ``ZooError`` (see ``is_simple``)."""
+    if entry is None:
+        return None
+    if not is_simple(entry):
+        raise ZooError(f"axis entry {entry!r} is composite (concatenated segments or several groups on one axis)")
+    name, *repeat = parse_entry(entry)[0]  # type: ignore[index]
+    return str(name), math.prod(int(r) for r in repeat)
+
+
+def entry_size(entry: str, sizes: Mapping[str, int]) -> int:
+    """Length of the axis an entry describes, given the group sizes."""
+    return sum(math.prod(sizes[f] if isinstance(f, str) else f for f in segment)
+               for segment in parse_entry(entry) or ())
 
 
 @dataclass(frozen=True)
@@ -74,13 +105,18 @@ class PermGroup:
     nonlinearity: str  # what follows the pre-activation: see NONLINEARITIES
 
     def allowed(self, activation: str | None) -> frozenset[str]:
-        """Symmetries exact for this group given the model's activation."""
-        act = "relu" if self.nonlinearity == "relu" else activation
+        """Symmetries exact for this group given the model's activation (used by "act" and "pool_act")."""
+        nl = self.nonlinearity
         out = {"permute"}
-        if act in POSITIVE_HOMOGENEOUS:
-            out.add("rescale")  # max-pooling commutes with positive per-channel scaling
-        if act in ODD and self.nonlinearity == "act":
-            out.add("signflip")  # but not with a sign flip: max(-x) != -max(x)
+        if nl in ("act", "pool_act"):
+            if activation in POSITIVE_HOMOGENEOUS:
+                out.add("rescale")  # max-pooling commutes with positive per-channel scaling
+            if activation in ODD and nl == "act":
+                out.add("signflip")  # but not with a sign flip: max(-x) != -max(x)
+        if nl in ("relu", "linear"):
+            out.add("rescale")
+        if nl in ("odd", "linear"):
+            out.add("signflip")
         return frozenset(out)
 
 
@@ -93,9 +129,12 @@ class SymmetrySpec:
 
     # --- construction and checks ---------------------------------------------------
     @classmethod
-    def build(cls, layout: Layout, axes: Mapping[str, tuple], nonlinearity: Mapping[str, str]) -> SymmetrySpec:
-        """Infer each group's size from the shapes and check the table against the layout."""
-        sizes: dict[str, int] = {}
+    def build(cls, layout: Layout, axes: Mapping[str, tuple], nonlinearity: Mapping[str, str],
+              sizes: Mapping[str, int] | None = None) -> SymmetrySpec:
+        """Infer each group's size from the shapes (or take ``sizes``, which composite entries need) and check
+        the table against the layout."""
+        found: dict[str, int] = dict(sizes or {})
+        composite = []
         for name, entries in axes.items():
             if name not in layout:
                 raise ZooError(f"symmetry spec names {name!r}, which is not in the layout")
@@ -103,33 +142,49 @@ class SymmetrySpec:
             if len(entries) > len(shape):
                 raise ZooError(f"symmetry spec gives {len(entries)} axes for {name!r} of shape {shape}")
             for axis, entry in enumerate(entries):
-                parsed = parse_axis(entry)
-                if parsed is None:
+                if entry is None:
                     continue
-                perm, repeat = parsed
+                if not is_simple(entry):
+                    composite.append((name, axis, entry))
+                    continue
+                perm, repeat = parse_axis(entry)  # type: ignore[misc]
                 if shape[axis] % repeat:
                     raise ZooError(f"{name!r} axis {axis} of size {shape[axis]} is not a multiple of {repeat}")
                 size = shape[axis] // repeat
-                if sizes.setdefault(perm, size) != size:
-                    raise ZooError(f"permutation {perm!r} has size {sizes[perm]} elsewhere but "
+                if found.setdefault(perm, size) != size:
+                    raise ZooError(f"permutation {perm!r} has size {found[perm]} elsewhere but "
                                    f"{size} on {name!r} axis {axis}")
-        if set(sizes) != set(nonlinearity):
-            raise ZooError(f"nonlinearity declared for {sorted(nonlinearity)}, permutations are {sorted(sizes)}")
+        for name, axis, entry in composite:
+            missing = [g for g in entry_groups(entry) if g not in found]
+            if missing:
+                raise ZooError(f"{name!r} axis {axis}: the size of group {missing[0]!r} in {entry!r} is not known "
+                               "(pass sizes=)")
+            if entry_size(entry, found) != layout[name].shape[axis]:
+                raise ZooError(f"{name!r} axis {axis} has size {layout[name].shape[axis]}, but {entry!r} describes "
+                               f"{entry_size(entry, found)}")
+        if set(found) != set(nonlinearity):
+            raise ZooError(f"nonlinearity declared for {sorted(nonlinearity)}, permutations are {sorted(found)}")
         for perm, nl in nonlinearity.items():
             if nl not in NONLINEARITIES:
                 raise ZooError(f"permutation {perm!r}: nonlinearity {nl!r} not in {NONLINEARITIES}")
-        groups = {p: PermGroup(p, sizes[p], nonlinearity[p]) for p in sizes}
+        groups = {p: PermGroup(p, found[p], nonlinearity[p]) for p in nonlinearity}
         return cls({k: tuple(v) for k, v in axes.items()}, groups)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Units of every group."""
+        return {g.name: g.size for g in self.groups.values()}
 
     # --- derived views ----------------------------------------------------------
     def perm_to_axes(self) -> dict[str, list[tuple[str, int, int]]]:
-        """Inverse index: permutation -> [(tensor, axis, repeat)]."""
+        """Inverse index: permutation -> [(tensor, axis, repeat)]; repeat is 0 on a composite entry (its
+        structure is ``parse_entry``'s)."""
         out: dict[str, list[tuple[str, int, int]]] = {p: [] for p in self.groups}
         for name, entries in self.axes.items():
             for axis, entry in enumerate(entries):
-                parsed = parse_axis(entry)
-                if parsed:
-                    out[parsed[0]].append((name, axis, parsed[1]))
+                simple = is_simple(entry)
+                for g in entry_groups(entry):
+                    out[g].append((name, axis, parse_axis(entry)[1] if simple else 0))  # type: ignore[index]
         return out
 
     def producers(self, layout: Layout, perm: str) -> list[tuple[str, int, int]]:
@@ -149,6 +204,15 @@ class SymmetrySpec:
         """Tensors that read the group's units (its in-axis)."""
         return [x for x in self.perm_to_axes()[perm] if x[1] == 1]
 
+    def scaled_axes(self, layout: Layout) -> dict[tuple[str, int], dict[str, int]]:
+        """(tensor, axis) -> {group: power} of the scales acting on it: +1 for a producer, -1 for a consumer."""
+        out: dict[tuple[str, int], dict[str, int]] = {}
+        for g in self.groups:
+            for entries, power in ((self.producers(layout, g), 1), (self.consumers(g), -1)):
+                for name, axis, _ in entries:
+                    out.setdefault((name, axis), {})[g] = power
+        return out
+
     # --- the reference transform -----------------------------------------------------
     def transform(self, layout: Layout, state_dict: Mapping[str, torch.Tensor],
                   perms: Mapping[str, torch.Tensor] | None = None,
@@ -160,20 +224,22 @@ class SymmetrySpec:
         -1 is a sign flip). Groups absent from ``perms``/``scales`` are left alone.
         """
         out = {k: v.clone() for k, v in state_dict.items()}
-        perms = perms or {}
-        scales = scales or {}
-        index = self.perm_to_axes()
-        for g, entries in index.items():
-            if g in perms:
-                for name, axis, repeat in entries:
-                    idx = expand_units(perms[g], repeat)
-                    out[name] = out[name].index_select(axis, idx.to(out[name].device))
-            if g in scales:
-                s = scales[g]
-                for name, axis, repeat in self.producers(layout, g):
-                    out[name] = out[name] * _along(expand_units(s, repeat), axis, out[name].dim())
-                for name, axis, repeat in self.consumers(g):
-                    out[name] = out[name] / _along(expand_units(s, repeat), axis, out[name].dim())
+        perms = {g: p.unsqueeze(0) for g, p in (perms or {}).items()}
+        scales = {g: s.unsqueeze(0) for g, s in (scales or {}).items()}
+        scaled = self.scaled_axes(layout)
+        sizes = self.sizes
+        for name, entries in self.axes.items():
+            for axis, entry in enumerate(entries):
+                if entry is None:
+                    continue
+                value = out[name]
+                index = axis_index(entry, sizes, perms, 1)
+                if index is not None:
+                    value = value.index_select(axis, index[0].to(value.device))
+                factor = axis_factor(entry, sizes, scales, scaled.get((name, axis), {}), 1, value.dtype)
+                if factor is not None:
+                    value = value * _along(factor[0].to(value.device), axis, value.dim())
+                out[name] = value
         return out
 
     def random_transform(self, layout: Layout, state_dict: Mapping[str, torch.Tensor],
@@ -207,6 +273,56 @@ class SymmetrySpec:
         """Inverse of ``to_dict``; not checked against a layout again (``build`` did that when it was written)."""
         groups = {k: PermGroup(k, int(v["size"]), v["nonlinearity"]) for k, v in d["groups"].items()}
         return cls({k: tuple(v) for k, v in d["axes"].items()}, groups)
+
+
+def axis_index(entry: str, sizes: Mapping[str, int], perms: Mapping[str, torch.Tensor],
+               batch: int) -> torch.Tensor | None:
+    """(B, n) old position of every new position along an axis, from the groups' (B, size) permutations, or None
+    when none of the entry's groups is permuted. In a product the index is row-major over its factors (each
+    permuted by its group); segments are laid end to end."""
+    import torch
+
+    segments = parse_entry(entry) or ()
+    if not any(isinstance(f, str) and f in perms for segment in segments for f in segment):
+        return None
+    parts, offset = [], 0
+    for segment in segments:
+        extents = [sizes[f] if isinstance(f, str) else f for f in segment]
+        index = torch.full((batch, *extents), offset, dtype=torch.int64)
+        stride = math.prod(extents)
+        for k, (f, n) in enumerate(zip(segment, extents)):
+            stride //= n
+            values = perms[f].to(torch.int64).cpu() if isinstance(f, str) and f in perms else torch.arange(n)
+            shape = [values.shape[0] if values.dim() > 1 else 1] + [1] * len(extents)
+            shape[k + 1] = n
+            index = index + values.reshape(shape) * stride
+        parts.append(index.reshape(batch, -1))
+        offset += math.prod(extents)
+    return torch.cat(parts, dim=1)
+
+
+def axis_factor(entry: str, sizes: Mapping[str, int], scales: Mapping[str, torch.Tensor],
+                powers: Mapping[str, int], batch: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, n) factor of every new position along an axis: the product of ``scales[g] ** powers[g]`` of the
+    entry's groups at their positions, or None when none applies."""
+    import torch
+
+    segments = parse_entry(entry) or ()
+    if not any(isinstance(f, str) and f in scales and f in powers for segment in segments for f in segment):
+        return None
+    parts = []
+    for segment in segments:
+        extents = [sizes[f] if isinstance(f, str) else f for f in segment]
+        factor = torch.ones((batch, *extents), dtype=dtype)
+        for k, (f, n) in enumerate(zip(segment, extents)):
+            if isinstance(f, str) and f in scales and f in powers:
+                s = scales[f].to(dtype).cpu()
+                s = s if powers[f] > 0 else torch.reciprocal(s)
+                shape = [s.shape[0]] + [1] * len(extents)
+                shape[k + 1] = n
+                factor = factor * s.reshape(shape)
+        parts.append(factor.reshape(batch, -1))
+    return torch.cat(parts, dim=1)
 
 
 def expand_units(values: torch.Tensor, repeat: int) -> torch.Tensor:

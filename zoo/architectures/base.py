@@ -1,10 +1,10 @@
 """What an architecture declares, and the resolved architecture a zoo stores.
 
 An ``ArchDef`` is the declaration: its options (type, default, choices, and
-whether they change tensor shapes), a constructor, and a function giving its
-symmetry table. An ``Architecture`` is that declaration resolved for one
-dataset (input shape, class count) and one set of options; its layout and
-symmetry spec are derived from the constructed module, never written twice.
+whether they change tensor shapes) and a constructor. An ``Architecture`` is
+that declaration resolved for one dataset (input shape, class count) and one
+set of options; its layout and symmetry spec are derived from the constructed
+module (``derive.py``), never written by hand.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from . import cache
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from .derive import Derived
 
 #: Activation names an ``activation`` option offers, and the ``torch.nn`` class each stands for (by name: declaring
 #: them must not import torch). A declaration without the option may fix another one (siren: "sin", built into its
@@ -85,7 +87,6 @@ class ArchDef:
     name: str
     options: Mapping[str, Option]
     build: Callable[..., nn.Module]  # build(in_shape, num_classes, **options)
-    symmetry: Callable[[Layout, Mapping[str, Any]], tuple[dict, dict]]  # -> (axes, nonlinearity)
     doc: str = ""
     #: Smallest square input side (pixels) the network takes for given options: below it a conv or pool would get
     #: an empty input. Declared so that a manifest is refused with a message, not a conv error at plan time.
@@ -101,6 +102,9 @@ class ArchDef:
     #: The zoo kind the architecture serves (a manifest's ``zoo.kind``): "classifier" (images in, class logits
     #: out) or "inr" (a neural field: coordinates in, pixel values out; ``num_classes`` plays no part).
     kind: str = "classifier"
+    #: Whether what is read off the module (layout, spec) may be kept in the on-disk cache: not for a user's
+    #: factory, whose code the cache key cannot see.
+    cacheable: bool = True
 
     def resolve(self, in_shape: tuple[int, int, int], num_classes: int, options: Mapping[str, Any] | None = None,
                 where: str = "architecture") -> Architecture:
@@ -151,10 +155,11 @@ class Architecture:
 
     @property
     def definition(self) -> ArchDef:
-        """The registered declaration, looked up by name: an ``Architecture`` is a plain value, not a reference."""
-        from . import ARCHITECTURES
+        """The declaration, looked up by name (registered, ``torchvision:NAME`` or a factory's
+        ``package.module:function``): an ``Architecture`` is a plain value, not a reference."""
+        from . import definition
 
-        return ARCHITECTURES.get(self.name)
+        return definition(self.name)
 
     @property
     def shape_key(self) -> str:
@@ -164,19 +169,28 @@ class Architecture:
 
     def module(self) -> nn.Module:
         """A freshly initialized module (torch's default init), in train mode."""
-        return self.definition.build(self.in_shape, self.num_classes, **self.options)
+        try:
+            return self.definition.build(self.in_shape, self.num_classes, **self.options)
+        except ZooError:
+            raise
+        except Exception as e:  # a torchvision model or a user's factory refusing its arguments
+            raise ZooError(f"architecture {self.name!r} with {self.options} cannot be built for inputs "
+                           f"{self.in_shape} and {self.num_classes} classes: {type(e).__name__}: {e}") from None
+
+    def _remember(self, what: str, compute: Callable[[], Any]) -> Any:
+        return cache.remember(self, what, compute) if self.definition.cacheable else compute()
 
     @cached_property
     def layout(self) -> Layout:
         """Read off the constructed module; memoized on disk (``cache.py``) so that plans and manifests need no
         torch."""
-        return Layout.from_dict(cache.remember(self, "layout", lambda: Layout.from_module(self.module()).to_dict()))
+        return Layout.from_dict(self._remember("layout", lambda: Layout.from_module(self.module()).to_dict()))
 
     @cached_property
     def activation_numel(self) -> int:
         """Floats of every leaf module's output for one example of ``input_shape`` (an image; for a neural field,
         one image's whole coordinate grid): what a forward keeps per example (memoized)."""
-        return int(cache.remember(self, "activation_numel", self._measure_activations))
+        return int(self._remember("activation_numel", self._measure_activations))
 
     def _measure_activations(self) -> int:
         import torch
@@ -193,10 +207,19 @@ class Architecture:
 
     @cached_property
     def symmetry(self) -> SymmetrySpec:
-        """Which tensor axes permute together and what each hidden unit's nonlinearity allows, checked against the
-        layout."""
-        axes, nonlinearity = self.definition.symmetry(self.layout, self.options)
-        return SymmetrySpec.build(self.layout, axes, nonlinearity)
+        """Which tensor axes permute together and what each hidden unit's nonlinearity allows: derived by tracing
+        the module (``derive.py``), memoized like the layout."""
+        return SymmetrySpec.from_dict(self._remember("symmetry", lambda: self.derive().spec.to_dict()))
+
+    def derive(self) -> Derived:
+        """The module traced (``derive.derive``): layout, symmetry spec and the notes on what it does not permute.
+        An ``activation`` option is passed on, so that one spec serves every activation of a zoo."""
+        import torch
+
+        from .derive import derive
+
+        example = torch.randn(2, *self.input_shape, generator=torch.Generator().manual_seed(0))
+        return derive(self.module(), example, activation=self.options.get("activation"))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in manifests and store attributes; ``from_dict`` reads it back."""

@@ -1,11 +1,11 @@
-"""On-disk memo of what is read off a constructed module (its layout, its activation sizes).
+"""On-disk memo of what is read off a constructed module (its layout, symmetry spec and activation sizes).
 
-Both are pure functions of the architecture's declaration and options, but computing them means importing torch
+All are pure functions of the architecture's declaration and options, but computing them means importing torch
 (seconds) and building the module (for a ResNet-18, 11 M parameters). ``zoo plan`` and manifest checks only need
 the numbers, so they are kept under ``$WEIGHTZOO_CACHE`` (default ``~/.cache/weightzoo``). The key covers the
-declaration (the architecture's dict), the sources of this package and of ``layout.py``, and the versions of
-weightzoo, torch and torchvision: an edit to any of them is a new key, never a stale value. An unreadable entry is
-recomputed; an unwritable cache is skipped.
+declaration (the architecture's dict), the sources of this package and of ``layout.py`` and ``symmetry.py``, and
+the versions of weightzoo, torch and torchvision: an edit to any of them is a new key, never a stale value. An
+unreadable entry is recomputed; an unwritable cache is skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def cache_root() -> Path:
 def _code_digest() -> str:
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for path in sorted([*here.glob("*.py"), here.parent / "layout.py"]):
+    for path in sorted([*here.glob("*.py"), here.parent / "layout.py", here.parent / "symmetry.py"]):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     for dist in ("weightzoo", "torch", "torchvision"):
         try:

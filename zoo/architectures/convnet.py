@@ -8,35 +8,11 @@ dense (Model Zoos) or global average pooling -> dense (Small CNN Zoo).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ..layout import Layout
-from ..symmetry import conv, dense
 from .base import ACTIVATION_OPTION, DROPOUT_OPTION, ArchDef
-
-
-def _convnet_symmetry(layout: Layout, pools: Sequence[bool]) -> tuple[dict, dict]:
-    n = len(pools)
-    axes: dict[str, tuple] = {}
-    nonlinearity: dict[str, str] = {}
-    prev = None
-    for i, pool in enumerate(pools, start=1):
-        axes.update(conv(f"conv{i}", prev, f"C{i}"))
-        nonlinearity[f"C{i}"] = "pool_act" if pool else "act"
-        prev = f"C{i}"
-    head = "fc1" if "fc1.weight" in layout else "fc"
-    channels = layout[f"conv{n}.weight"].shape[0]
-    per_channel = layout[f"{head}.weight"].shape[1] // channels  # flattened H*W (1 after global pooling)
-    feature_axis = prev if per_channel == 1 else f"{prev}*{per_channel}"
-    if head == "fc1":
-        axes.update(dense("fc1", feature_axis, "H1"))
-        axes.update(dense("fc2", "H1", None))
-        nonlinearity["H1"] = "act"
-    else:
-        axes.update(dense("fc", feature_axis, None))
-    return axes, nonlinearity
 
 
 def _convnet(name: str, doc: str, default_activation: str, **table: Any) -> ArchDef:
@@ -45,14 +21,11 @@ def _convnet(name: str, doc: str, default_activation: str, **table: Any) -> Arch
 
         return ConvNet(in_shape, num_classes, activation=activation, dropout=dropout, **table)
 
-    def symmetry(layout: Layout, options: Mapping[str, Any]):
-        return _convnet_symmetry(layout, table["pools"])
-
     def min_side(options: Mapping[str, Any]) -> int:
         return next(side for side in range(1, 4097) if _feature_side(side, table) >= 1)
 
     options = {"activation": replace(ACTIVATION_OPTION, default=default_activation), "dropout": DROPOUT_OPTION}
-    return ArchDef(name, options, build, symmetry, doc, min_side)
+    return ArchDef(name, options, build, doc, min_side)
 
 
 def _feature_side(side: int, table: Mapping[str, Any]) -> int:

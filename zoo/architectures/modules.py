@@ -243,3 +243,26 @@ class Siren(nn.Module):
         weight = next(self.parameters())
         grid = coordinate_grid(height, width, self.coords, dtype=weight.dtype, device=weight.device)
         return self(grid).T.reshape(-1, height, width)
+
+
+# --- transformers ---------------------------------------------------------------------------------------------
+def build_vit(in_shape: Sequence[int], num_classes: int, *, patch: int, layers: int, heads: int, width: int,
+              mlp: int) -> nn.Module:
+    """torchvision's VisionTransformer for (C, S, S) images; ``patch`` 0 takes S // 4."""
+    from torchvision.models import VisionTransformer
+
+    from .external import first_conv_for
+
+    channels, side, other = (int(s) for s in in_shape)
+    if side != other:
+        raise ZooError(f"vit: takes square images; the dataset gives {side}x{other} (see dataset.resize)")
+    patch = patch or max(1, side // 4)
+    if side % patch:
+        raise ZooError(f"vit: patch {patch} does not divide the image side {side}")
+    if width % heads:
+        raise ZooError(f"vit: {heads} heads do not divide width {width}")
+    model = VisionTransformer(image_size=side, patch_size=patch, num_layers=layers, num_heads=heads, hidden_dim=width,
+                              mlp_dim=mlp, num_classes=num_classes)
+    if channels != 3:
+        first_conv_for(model, channels)
+    return model

@@ -32,23 +32,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..layout import Layout
-from ..symmetry import dense
 from .base import MAX_WIDTH, ArchDef, Option
 
 #: Names of the choices, with what each means (the module implements them: ``modules.Siren``).
 INIT_SCHEMES = ("sitzmann", "dwsnets")
 COORDS = ("ij", "xy")
 PIXELS = ("unit", "signed")
-
-
-def _symmetry(layout: Layout, options: Mapping[str, Any]) -> tuple[dict, dict]:
-    n = len(options["hidden"])
-    perms = [None] + [f"H{i}" for i in range(1, n + 1)] + [None]
-    axes: dict[str, tuple] = {}
-    for i in range(n + 1):
-        axes.update(dense(f"net.{i}", perms[i], perms[i + 1]))
-    return axes, {p: "act" for p in perms if p}
 
 
 def _build(in_shape: Sequence[int], num_classes: int, **options: Any):
@@ -76,7 +65,6 @@ SIREN = ArchDef(
      "pixels": Option(str, "unit", PIXELS,
                       doc="what the output fits: unit (pixel values in [0, 1]) or signed (2 v - 1, in [-1, 1])")},
     _build,
-    _symmetry,
     "SIREN neural field (Sitzmann et al.): 2-D pixel coordinates -> C channel values through sine layers and a "
     "linear output (1,185 parameters for one channel with the default [32, 32]).",
     activation="sin",

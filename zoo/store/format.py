@@ -23,9 +23,12 @@ FORMAT_NAME = "weightzoo"
 #: Version 2 adds the ``plan_version`` attribute (dropout rates no longer split groups) and the ``precision`` and
 #: ``step_mode`` columns; version 1 stores are read as they are (their plan is version 1). Version 3 (this
 #: library) adds zoo kinds: an inr store's metadata has the columns of ``KIND_COLUMNS["inr"]``; a classifier
-#: store's metadata is version 2's.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+#: store's metadata is version 2's. Version 4 (this library) stores derived symmetry specs: composite axis entries
+#: (``"h*qk|h*qk|h*v"``), the nonlinearities "odd", "linear" and "fixed", the layout roles "norm_weight",
+#: "norm_bias" and "embedding" (transformers), and architecture names ``torchvision:NAME`` and
+#: ``package.module:function``; everything else is version 3's.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 ATTRS_KEY = "weightzoo"
 WEIGHTS_GROUP = "weights"
 METADATA_DIR = "metadata"
