@@ -81,8 +81,8 @@ def test_every_architecture_declares_its_activation(name):
     if "activation" in arch.options:
         assert resolved.activation in ACTIVATIONS and arch.activation is None
         assert arch.resolve((3, 32, 32), 10, {"activation": "tanh"}).activation == "tanh"
-    else:  # fixed: ReLU networks, and sine fields (odd: sign flips are their symmetry)
-        assert resolved.activation == arch.activation in ("relu", "sin")
+    else:  # fixed: ReLU networks, sine fields (odd: sign flips are their symmetry), the ViT's GELU MLPs
+        assert resolved.activation == arch.activation in ("relu", "sin", "gelu")
         assert resolved.activation in ACTIVATIONS or resolved.activation in ODD
 
 

@@ -95,9 +95,9 @@ _AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPoo
                  nn.AdaptiveAvgPool3d)
 _MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                      nn.AdaptiveMaxPool3d)
-_PASS_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
-                   F.adaptive_avg_pool2d, torch.neg, operator.neg}
+_PASS_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, torch.neg, operator.neg}
 _MAX_POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d}
+_POOL_FUNCTIONS = _MAX_POOL_FUNCTIONS | {F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d}
 _PASS_METHODS = {"contiguous", "clone", "float", "to", "type_as", "detach", "neg", "requires_grad_"}
 _RESHAPES = {"reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
 _RESHAPE_FUNCTIONS = {torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze, torch.unflatten}
@@ -350,8 +350,8 @@ class _Deriver:
                 if tensor_inputs and all(a in self.const for a in tensor_inputs):
                     self.const.add(node)
                 self.labels[node] = self._op(node, meta)
-            elif node.op == "output":
-                for label in _flat_labels(self.labels.get(_a(node)[0]) if _a(node) else None, self.labels, node):
+            elif node.op == "output":  # the network's outputs (a tensor, a tuple or dict of them) are never permuted
+                for label in _flat_labels(_a(node)[0] if _a(node) else None, self.labels, node):
                     self.pin(label)
 
     def _unlabelled(self, meta: Any) -> Any:
@@ -381,7 +381,7 @@ class _Deriver:
         if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, nn.modules.conv._ConvTransposeNd):
             return self._conv(name, m, x, meta)
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return self._batchnorm(name, x)
+            return self._batchnorm(name, x, node)
         if isinstance(m, nn.LayerNorm):
             k = len(m.normalized_shape)
             for axis in range(k):
@@ -415,11 +415,11 @@ class _Deriver:
             return x if x is not None else self._unlabelled(meta)
         if isinstance(m, _AVG_POOL_MODULES):
             self._check_spatial(x, name)
-            return self._reshaped(x, meta) if x is not None else self._unlabelled(meta)
+            return self._pooled(x, meta)
         if isinstance(m, _MAX_POOL_MODULES):
             self._check_spatial(x, name)
             self.fact(x[1] if x else None, "maxpool")
-            return self._reshaped(x, meta)
+            return self._pooled(x, meta)
         if isinstance(m, nn.Flatten):
             return self._reshaped(x, meta)
         if isinstance(m, nn.MultiheadAttention):
@@ -464,15 +464,23 @@ class _Deriver:
             self.fact(out, "depthwise")
         return (x[0], out) + spatial
 
-    def _batchnorm(self, name: str, x: Any) -> tuple[Dim, ...]:
+    def _batchnorm(self, name: str, x: Any, node: fx.Node) -> tuple[Dim, ...]:
         for t in ("weight", "bias", "running_mean", "running_var"):
             self.bind(f"{name}.{t}", 0, x[1])
+        # a rescale moves to the BatchNorm's affine only if nothing else reads the value it normalizes
+        source, shared = node.all_input_nodes[0] if node.all_input_nodes else None, False
+        while source is not None:
+            shared |= len(source.users) > 1
+            if shared or source.op != "call_module" or not isinstance(
+                    self.module.get_submodule(str(source.target)), _ELEMENTWISE_MODULES):
+                break
+            source = source.all_input_nodes[0] if source.all_input_nodes else None
         for seg in self.expand(x[1]):
             for s, _ in seg:
                 if s is None:
                     continue
                 r = s.find()
-                if r.merged or r.factors is not None or r.owner is not None or len(r.writers) != 1:
+                if shared or r.merged or r.factors is not None or r.owner is not None or len(r.writers) != 1:
                     r.facts.add("norm-reads-stream")  # a BatchNorm of a sum: its scale is not its writers'
                 else:
                     r.writers = [True]
@@ -521,9 +529,18 @@ class _Deriver:
         if target in _IGNORED and not method:
             if target is operator.getitem:
                 return self._getitem(node, meta)
-            if target is getattr and _a(node)[1] == "T" and x is not None:
-                return tuple(reversed(x))
-            return self._unlabelled(meta) if meta is not None else None
+            if target is getattr and meta is not None:  # a tensor attribute of a tensor
+                attr = _a(node)[1]
+                if x is not None and attr == "data":
+                    return x
+                if x is not None and attr == "T":
+                    return tuple(reversed(x))
+                if x is not None and attr == "mT" and len(x) >= 2:
+                    return tuple(x[:-2]) + (x[-1], x[-2])
+                return self._unknown(node, f"attribute .{attr}", meta)
+            if meta is not None:
+                return self._unknown(node, f"function {getattr(target, '__name__', target)}", meta)
+            return None
         if meta is None:
             return None
         if (method and target in _METHOD_ACTIVATIONS) or (not method and target in _FUNCTION_ACTIVATIONS):
@@ -536,10 +553,11 @@ class _Deriver:
             return x
         if (method and target in _PASS_METHODS) or (not method and target in _PASS_FUNCTIONS):
             return self._reshaped(x, meta) if x is not None else self._unlabelled(meta)
-        if not method and target in _MAX_POOL_FUNCTIONS:
+        if not method and target in _POOL_FUNCTIONS:
             self._check_spatial(x, str(target.__name__))
-            self.fact(x[1], "maxpool")
-            return self._reshaped(x, meta)
+            if target in _MAX_POOL_FUNCTIONS:
+                self.fact(x[1], "maxpool")
+            return self._pooled(x, meta)
         if (method and target in _RESHAPES) or (not method and target in _RESHAPE_FUNCTIONS):
             return self._reshaped(x, meta)
         if (method and target in ("permute", "transpose", "swapaxes", "t", "movedim")) or (
@@ -714,56 +732,54 @@ class _Deriver:
 
     def _reshaped(self, x: Any, meta: Any) -> tuple[Dim, ...]:
         """The labels of ``x`` reshaped to ``meta``'s shape: dims merge into products and split along factors
-        (an unrefined space splits into a product of new spaces: the heads of hand-written attention)."""
+        (an unrefined space splits into a product of new spaces: the heads of hand-written attention). A reshape
+        that cuts across units pins what it cuts."""
         shape = [int(n) for n in meta.shape]
-        src = [(d, _dim_size(d)) for d in x if _dim_size(d) != 1]
+        src = [d for d in x if _dim_size(d) != 1]
+        if [_dim_size(d) for d in src] == [n for n in shape if n != 1]:  # squeeze, unsqueeze, view as is
+            it = iter(src)
+            return tuple(_plain(1) if n == 1 else next(it) for n in shape)
+        factors: list[Factor] = []
+        for d in src:
+            segs = self.expand(d)
+            if len(segs) == 1:
+                factors += list(segs[0])
+            else:
+                self.pin(d, "a concatenation reshaped")
+                factors.append((None, _dim_size(d)))
         out: list[Dim] = []
-        i = 0
-        pending: list[Factor] = []
         for n in shape:
-            if n == 1:
-                out.append(_plain(1))
-                continue
-            while math.prod(f for _, f in pending) < n and i < len(src):
-                d, _ = src[i]
-                i += 1
-                segs = self.expand(d)
-                if len(segs) != 1:
-                    if pending or _dim_size(d) != n:
-                        self.pin(d, "a concatenation reshaped")
-                        pending += [(None, _dim_size(d))]
-                        continue
-                    out.append(segs)
-                    pending = [(None, 0)]  # marker: this output dim is done
-                    break
-                pending += list(segs[0])
-            if pending == [(None, 0)]:
-                pending = []
-                continue
             taken: list[Factor] = []
-            while pending and math.prod(f for _, f in taken) < n:
-                s, f = pending.pop(0)
-                need = n // math.prod(g for _, g in taken)
-                if f <= need:
+            while factors and math.prod(f for _, f in taken) < n:
+                have = math.prod(f for _, f in taken)
+                s, f = factors.pop(0)
+                if n % have:
+                    factors.insert(0, (s, f))
+                    break
+                need = n // have
+                if need % f == 0:
                     taken.append((s, f))
                 elif f % need == 0:
                     if s is None:
                         taken.append((None, need))
-                        pending.insert(0, (None, f // need))
+                        factors.insert(0, (None, f // need))
                     else:
                         first, rest = self.refine(s, [need, f // need])
                         taken.append((first, need))
-                        pending.insert(0, (rest, f // need))
+                        factors.insert(0, (rest, f // need))
                 else:
-                    self.pin(s, "a reshape that splits units")
-                    taken.append((None, f))
-            if math.prod(f for _, f in taken) != n:
-                for s, _ in taken:
-                    self.pin(s, "a reshape that splits units")
-                out.append(_plain(n))
-            else:
-                out.append((_merge_ints(tuple(taken)),))
+                    factors.insert(0, (s, f))
+                    break
+            if math.prod(f for _, f in taken) != n:  # the reshape cuts a unit: nothing of it is kept
+                for d in x:
+                    self.pin(d, "a reshape that splits units")
+                return tuple(_plain(m) for m in shape)
+            out.append((_merge_ints(tuple(taken)),) if n != 1 else _plain(1))
         return tuple(out)
+
+    def _pooled(self, x: Any, meta: Any) -> tuple[Dim, ...]:
+        """Pooling keeps the batch and channel labels; the spatial axes take the output's sizes."""
+        return tuple(x[:2]) + tuple(_plain(int(n)) for n in meta.shape[2:])
 
 
 def _a(node: fx.Node) -> Any:
@@ -786,8 +802,16 @@ def _merge_ints(seg: Segment) -> Segment:
     return tuple(out)
 
 
+def _is_dim(d: Any) -> bool:
+    return isinstance(d, tuple) and bool(d) and all(
+        isinstance(seg, tuple) and seg and all(isinstance(f, tuple) and len(f) == 2 and isinstance(f[1], int)
+                                               and (f[0] is None or isinstance(f[0], Space)) for f in seg)
+        for seg in d)
+
+
 def _is_value(label: Any) -> bool:
-    return isinstance(label, tuple) and all(isinstance(d, tuple) and d and isinstance(d[0], tuple) for d in label)
+    """Whether ``label`` labels one tensor (a tuple of axis labels), not a tuple of tensors."""
+    return isinstance(label, tuple) and all(_is_dim(d) for d in label)
 
 
 def _flat_labels(label: Any, labels: dict, node: fx.Node) -> list[Dim]:
@@ -797,8 +821,10 @@ def _flat_labels(label: Any, labels: dict, node: fx.Node) -> list[Dim]:
         return []
     if _is_value(label):
         return list(label)
+    if isinstance(label, dict):
+        label = tuple(label.values())
     out: list[Dim] = []
-    for item in label if isinstance(label, (tuple, list)) else (label,):
+    for item in label if isinstance(label, (tuple, list)) else ():
         out += _flat_labels(item, labels, node)
     return out
 
@@ -929,9 +955,9 @@ def preservation_error(module: nn.Module, layout: Layout, spec: SymmetrySpec, ex
     x = example.double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        tensors = dict(net.named_parameters()) | dict(net.named_buffers())
         for t in layout.tensors:
-            value = net.get_parameter(t.name) if t.role != "running_mean" and t.role != "running_var" and \
-                t.name in dict(net.named_parameters()) else net.get_buffer(t.name)
+            value = tensors[t.name]
             if t.role == "running_var":
                 value.uniform_(0.5, 2.0, generator=generator)
             else:
@@ -942,7 +968,14 @@ def preservation_error(module: nn.Module, layout: Layout, spec: SymmetrySpec, ex
         moved = spec.random_transform(layout, state, activation, generator, frozenset(symmetries))
         net.load_state_dict(moved, strict=False)
         after = net(x)
-    before = before[0] if isinstance(before, (tuple, list)) else before
-    after = after[0] if isinstance(after, (tuple, list)) else after
+    before, after = torch.cat(_tensors(before)), torch.cat(_tensors(after))
     scale = before.abs().max().clamp_min(1e-12)
     return float((after - before).abs().max() / scale)
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor of a module's output (a tensor, or tuples, lists and dicts of them), flattened."""
+    if isinstance(out, torch.Tensor):
+        return [out.flatten()]
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    return [t for item in items for t in _tensors(item)]

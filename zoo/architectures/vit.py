@@ -39,4 +39,5 @@ VIT = ArchDef(
     "token, learned positions, pre-norm blocks of multi-head attention and a GELU MLP (4 blocks of width 64 and "
     "4 heads by default).",
     _min_side,
+    activation="gelu",
 )
