@@ -96,7 +96,8 @@ def main() -> None:
         return
     print(f"{'model':<20}{'params':>12}{'groups':>8}{'derive s':>10}{'permute':>11}{'rescale':>11}{'signflip':>11}")
     for r in table:
-        errs = "".join(f"{'-' if r[k] is None else format(r[k], '.1e'):>11}" for k in ("permute", "rescale", "signflip"))
+        kinds = ("permute", "rescale", "signflip")
+        errs = "".join(f"{'-' if r[k] is None else format(r[k], '.1e'):>11}" for k in kinds)
         print(f"{r['model']:<20}{r['params']:>12,}{r['groups']:>8}{r['derive_s']:>10.3f}{errs}")
     print(f"\nViT ({loader['params']:,} parameters), samples/s, one thread:")
     for kind in ("flat", "tokens"):
