@@ -105,7 +105,8 @@ def test_checkpoint_epochs_all():
 
 @pytest.mark.parametrize("overrides,message", [
     ({"architecture__name": "cnn-xs"}, r"tiny.toml: field 'architecture.name': got 'cnn-xs'; allowed: cnn-l, cnn-s, "
-                                       r"mlp, resnet, resnet18, siren, smallcnn \(did you mean 'cnn-s'\?\)"),
+                                       r"mlp, resnet, resnet18, siren, smallcnn, vit \(did you mean 'cnn-s'\?\); or "
+                                       r"'torchvision:NAME' .*'package.module:function'"),
     ({"checkpoints__epochs": [0, -1]}, r"tiny.toml: field 'checkpoints.epochs': got -1; epochs are integers in the "
                                        r"inclusive range \[0, 3\]"),
     ({"checkpoints__epochs": [0, 9]}, r"field 'checkpoints.epochs': got 9"),
@@ -168,3 +169,74 @@ def test_plan_groups_share_structure_and_units_tile_rows():
     assert all(u.row_start % 3 == 0 for u in plan.units)
     shards = [plan.shard(i, 3) for i in range(3)]
     assert sorted(g.group for s in shards for g in s) == [g.group for g in plan.groups]
+
+
+def _external(architecture: dict, grid: dict | None = None) -> Manifest:
+    data = tiny_dict(population__grid=grid or {"training.lr": [1e-3, 1e-2]})
+    data["architecture"] = architecture
+    return Manifest.from_dict(data, source="tiny.toml")
+
+
+def test_torchvision_architecture_takes_a_kwargs_table():
+    m = _external({"name": "torchvision:VisionTransformer",
+                   "kwargs": {"patch_size": 4, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "mlp_dim": 16}})
+    assert m.architecture == {"name": "torchvision:VisionTransformer", "kwargs": '{"hidden_dim": 8, "mlp_dim": 16, '
+                                                                          '"num_heads": 2, "num_layers": 1, '
+                                                                          '"patch_size": 4}'}
+    assert list(m.architectures) == ["torchvision-VisionTransformer"]  # the id names a weights array: no ':'
+    spec = m.models[0]
+    assert spec.hparams["architecture"] == "torchvision:VisionTransformer"
+    assert spec.hparams["kwargs"] == m.architecture["kwargs"]
+    assert spec.architecture.in_shape == (1, 8, 8) and spec.architecture.num_classes == 10  # from the dataset
+    assert m.hparam_columns()["kwargs"] is str
+    assert _external({"name": "torchvision:resnet18"}).architecture == {"name": "torchvision:resnet18",
+                                                                        "kwargs": "{}"}
+
+
+def test_factory_architecture(tmp_path, monkeypatch):
+    (tmp_path / "wz_manifest_nets.py").write_text(
+        "from torch import nn\n\n"
+        "def make_net(in_shape, num_classes, width=32):\n"
+        "    c, h, w = in_shape\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, width), nn.ReLU(),\n"
+        "                         nn.Linear(width, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    m = _external({"factory": "wz_manifest_nets:make_net", "kwargs": {"width": 7}})
+    assert m.architecture == {"name": "wz_manifest_nets:make_net", "kwargs": '{"width": 7}'}
+    arch = m.architectures["wz_manifest_nets-make_net"]
+    assert arch.layout.num_params == 64 * 7 + 7 + 7 * 10 + 10
+    assert [g.size for g in arch.symmetry.groups.values()] == [7]
+    assert m.to_dict()["architecture"] == {"factory": "wz_manifest_nets:make_net", "kwargs": {"width": 7}}
+
+
+@pytest.mark.parametrize("architecture,grid,message", [
+    ({"name": "torchvision:resnet18", "factory": "a.b:c"},
+     None, r"field 'architecture.factory': got factory = 'a.b:c' and name = 'torchvision:resnet18'; give "
+           r"architecture.name .* or architecture.factory, not both"),
+    ({"name": "mlp", "hidden": [4], "kwargs": {"x": 1}},
+     None, r"field 'architecture.kwargs': \[architecture.kwargs\] is for 'torchvision:NAME' and architecture.factory "
+           r"architectures; the registered 'mlp' takes its options as flat keys of \[architecture\] \(hidden, "),
+    ({"factory": "not a factory"}, None, r"field 'architecture.factory': got 'not a factory'; expected "
+                                         r"'package.module:function'"),
+    ({"factory": "torchvision:resnet18"}, None, r"field 'architecture.factory': .*architecture.name = "
+                                                r"'torchvision:NAME'"),
+    ({"name": "mypkg.nets:make_net"}, None, r"field 'architecture.name': got 'mypkg.nets:make_net'; a factory is "
+                                            r"given as architecture.factory = 'mypkg.nets:make_net'"),
+    ({"name": "torchvision:"}, None, r"field 'architecture.name': got 'torchvision:'; expected 'torchvision:NAME'"),
+    ({"kwargs": {}}, None, r"field 'architecture.name': required field is missing \(or give architecture.factory"),
+    ({"name": "torchvision:resnet18", "width": 3}, None, r"field 'architecture.width': unknown field; "
+                                                         r"'torchvision:resnet18' takes its constructor's arguments in "
+                                                         r"\[architecture.kwargs\]"),
+    ({"name": "torchvision:resnet18", "kwargs": 3}, None, r"field 'architecture.kwargs': expected a table of keyword "
+                                                          r"arguments, got 3"),
+    ({"name": "torchvision:resnet18", "kwargs": {"when": __import__("datetime").date(2024, 1, 1)}},
+     None, r"field 'architecture.kwargs': Object of type date is not JSON serializable"),
+    ({"name": "torchvision:resnet18"}, {"architecture.kwargs.num_classes": [3, 4]},
+     r"field 'population.grid.architecture.kwargs.num_classes': architecture.kwargs.num_classes cannot vary within "
+     r"one zoo"),
+    ({"name": "torchvision:resnet18"}, {"architecture.factory": ["a:b"]},
+     r"field 'population.grid.architecture.factory': architecture.factory cannot vary"),
+])
+def test_external_architecture_errors(architecture, grid, message):
+    with pytest.raises(ManifestError, match=r"tiny.toml: " + message):
+        _external(architecture, grid)

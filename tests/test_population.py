@@ -92,6 +92,20 @@ def test_adamw_and_rmsprop_match_torch():
         _compare(m, _data((1, 8, 8), 120), epochs=4)
 
 
+def test_vit_population_equals_single_model_training():
+    """Attention under vmap (torch's batching fallback for scaled_dot_product_attention) trains each model as alone.
+
+    SGD with momentum, not Adam: torchvision's ViT zero-initializes its head, so in the first steps the gradients of
+    every earlier layer are ~0 (exactly 0 at step one, then tiny), and Adam's normalization by the square root of
+    the second moment turns the last-bit differences of those tiny gradients (vmap sums in another order than one
+    model's backward) into full-size steps; SGD keeps them as small as they are."""
+    m = _manifest({"name": "vit", "layers": 1, "heads": 2, "width": 16, "mlp": 32, "patch": 4},
+                  {"optimizer": "sgd", "momentum": 0.9, "epochs": 3},
+                  {"training.lr": [1e-2, 3e-2], "training.weight_decay": [0.0, 5e-4]}, [2], dataset="digits")
+    train = _data((1, 8, 8), 120)  # 12 steps per epoch: 36 steps
+    _compare(m, train, epochs=3)
+
+
 def test_onecycle_factor_matches_torch_scheduler():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)

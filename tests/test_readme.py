@@ -33,7 +33,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 #: How many ```python blocks the README holds: a block cannot vanish (or appear untested) unnoticed.
-EXPECTED_BLOCKS = 11
+EXPECTED_BLOCKS = 12
 #: The S3 block's example endpoint (a MinIO on this machine), replaced by the moto server's.
 S3_ENDPOINT = "http://127.0.0.1:9000"
 S3_STORE = "my-bucket/zoos/quickstart.zoo"

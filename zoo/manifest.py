@@ -28,7 +28,8 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 from . import recipes
-from .architectures import ARCHITECTURES, Architecture
+from .architectures import ARCHITECTURES, Architecture, definition, is_external, kwargs_json
+from .architectures.external import FACTORY, TORCHVISION
 from .datasets import DATASETS, input_shape
 from .errors import ManifestError, ZooError, allowed_text
 from .fields import Field
@@ -73,8 +74,14 @@ SECTIONS: dict[str, dict[str, Field]] = {
                           doc="training images held out for validation"),
         "split_seed": Field(int, 42, minimum=0, maximum=MAX_SEED),
     },
-    "architecture": {
-        "name": Field(str, required=True, choices=ARCHITECTURES),
+    "architecture": {  # exactly one of name and factory (checked by _architecture, not by Field.required)
+        "name": Field(str, None, choices=ARCHITECTURES,
+                      doc="a registered architecture (its options as flat keys of [architecture]), or "
+                          "'torchvision:NAME' (its constructor's arguments in [architecture.kwargs])"),
+        "factory": Field(str, None, doc="'package.module:function' returning a torch.nn.Module, importable where the "
+                                        "zoo is built (its arguments in [architecture.kwargs]); excludes name"),
+        "kwargs": Field(dict, None, doc="keyword arguments of a torchvision:NAME or factory constructor (any TOML "
+                                        "values JSON can hold); the dataset fills in num_classes and the input shape"),
     },
     "training": {
         "optimizer": Field(str, "adam", choices=recipes.OPTIMIZERS),
@@ -228,11 +235,7 @@ class Manifest:
         if not _NAME.match(zoo["name"]):
             raise r.error("zoo.name", f"got {zoo['name']!r}; use lowercase letters, digits, '.', '_', '-'")
         dataset = r.section("dataset", data.get("dataset", {}), SECTIONS["dataset"])
-        arch_table = data.get("architecture", {})
-        arch_name = arch_table.get("name") if isinstance(arch_table, dict) else None
-        options = (set(ARCHITECTURES.get(arch_name).options)
-                   if isinstance(arch_name, str) and arch_name in ARCHITECTURES else set())
-        architecture = r.section("architecture", arch_table, SECTIONS["architecture"], frozenset(options))
+        architecture = _architecture(r, data.get("architecture", {}))
         training = r.section("training", data.get("training", {}), SECTIONS["training"])
         population = r.section("population", data.get("population", {}), SECTIONS["population"])
         checkpoints = r.section("checkpoints", data.get("checkpoints", {}), SECTIONS["checkpoints"])
@@ -250,12 +253,12 @@ class Manifest:
     def _validate(self, r: _Reader) -> None:
         if self.kind == "inr":
             self._check_inr(r)
-        elif ARCHITECTURES.get(self.architecture["name"]).kind == "inr":
+        elif definition(self.architecture["name"]).kind == "inr":
             raise r.error("architecture.name", f"{self.architecture['name']!r} is a neural field: it belongs in an "
                                                "inr zoo (zoo.kind = 'inr', with an [images] section)")
         arch = dict(self.architecture)
         try:  # the base values too, even where the grid overrides them
-            ARCHITECTURES.get(arch.pop("name")).resolve(self.input_shape, 10, arch, where="architecture")
+            definition(arch.pop("name")).resolve(self.input_shape, 10, arch, where="architecture")
         except ZooError as e:
             raise ManifestError(f"{self.source}: {e}") from None
         self._explicit  # noqa: B018 - validates population.models
@@ -434,6 +437,10 @@ class Manifest:
         if path in FIXED_FIELDS:
             raise r.error(where, f"{path} cannot vary within one zoo (it fixes the checkpoints or how the whole "
                                  "build runs)")
+        if section == "architecture" and (name in ("factory", "kwargs") or name.startswith("kwargs.")):
+            raise r.error(where, f"{path} cannot vary within one zoo: a torchvision:NAME or factory architecture "
+                                 "takes one [architecture.kwargs] table (write one manifest per constructor "
+                                 "configuration, or vary a registered architecture's options)")
         if name in SECTIONS[section]:
             return SECTIONS[section][name]
         if section == "architecture":
@@ -551,7 +558,7 @@ class Manifest:
             if key not in resolved:
                 name = arch.pop("name")
                 try:
-                    resolved[key] = ARCHITECTURES.get(name).resolve(shape, classes, arch, where="architecture")
+                    resolved[key] = definition(name).resolve(shape, classes, arch, where="architecture")
                 except ZooError as e:
                     raise ManifestError(f"{self.source}: {e}") from None
             configs.append((resolved[key], training, seeds))
@@ -587,7 +594,7 @@ class Manifest:
         """Metadata column -> Python type for every hyperparameter (from the field table)."""
         columns: dict[str, type] = {"architecture": str}
         for arch in {m.architecture.name for m in self.models}:
-            for name, opt in ARCHITECTURES.get(arch).options.items():
+            for name, opt in definition(arch).options.items():  # torchvision:/factory: one str, kwargs
                 columns[name] = opt.kind if isinstance(opt.kind, type) else opt.kind[0]
         for name, spec in SECTIONS["training"].items():
             if name not in RUN_FIELDS:
@@ -603,13 +610,75 @@ class Manifest:
         return json.loads(json.dumps(self._raw))
 
 
+def _architecture(r: _Reader, table: Any) -> dict[str, Any]:
+    """``[architecture]`` validated into {"name": ..., **options}.
+
+    A registered name takes its options as flat keys. ``torchvision:NAME`` and ``factory`` take their constructor's
+    arguments as one ``[architecture.kwargs]`` table, kept as their one option ``kwargs`` (sorted JSON), so that
+    every architecture reaches ``ArchDef.resolve``, the metadata columns and the store the same way; a factory's
+    name is its ``package.module:function``. Nothing is imported here (manifests stay torch-free): an unknown
+    torchvision model or a factory that does not import is refused when the zoo is planned or built.
+    """
+    if not isinstance(table, dict):
+        raise r.error("architecture", f"expected a table, got {table!r}")
+    name, factory = table.get("name"), table.get("factory")
+    if factory is not None:
+        if name is not None:
+            raise r.error("architecture.factory", f"got factory = {factory!r} and name = {name!r}; give "
+                                                  "architecture.name (a registered architecture or "
+                                                  "'torchvision:NAME') or architecture.factory, not both")
+        if not isinstance(factory, str) or not FACTORY.match(factory) or factory.startswith(TORCHVISION):
+            raise r.error("architecture.factory", f"got {factory!r}; expected 'package.module:function' (a function "
+                                                  "returning a torch.nn.Module; torchvision models are given as "
+                                                  "architecture.name = 'torchvision:NAME')")
+        name = factory
+    elif name is None:
+        raise r.error("architecture.name", "required field is missing (or give architecture.factory = "
+                                           "'package.module:function' for your own module)")
+    else:
+        name = r.value("architecture.name", Field(str), name)
+        if is_external(name) and not name.startswith(TORCHVISION):
+            raise r.error("architecture.name", f"got {name!r}; a factory is given as architecture.factory = "
+                                               f"{name!r}")
+        if name.startswith(TORCHVISION) and not re.match(r"^[A-Za-z_]\w*$", name[len(TORCHVISION):]):
+            raise r.error("architecture.name", f"got {name!r}; expected 'torchvision:NAME' with NAME a model of "
+                                               "torchvision.models (resnet18, vit_b_16, VisionTransformer, ...)")
+    if is_external(name):
+        given = "factory" if factory is not None else "name"
+        for key in table:
+            if key not in (given, "kwargs"):
+                raise r.error(f"architecture.{key}", f"unknown field; {name!r} takes its constructor's arguments in "
+                                                     f"[architecture.kwargs]; {allowed_text(key, (given, 'kwargs'))}")
+        kwargs = table.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise r.error("architecture.kwargs", f"expected a table of keyword arguments, got {kwargs!r}")
+        try:
+            return {"name": name, "kwargs": kwargs_json(kwargs, "architecture.kwargs")}
+        except ZooError as e:
+            raise ManifestError(f"{r.source}: {e}") from None
+    if name not in ARCHITECTURES.names():
+        raise r.error("architecture.name", f"{allowed_text(name, ARCHITECTURES.names())}; or 'torchvision:NAME' "
+                                           "(a torchvision model), or architecture.factory = "
+                                           "'package.module:function' (your own)")
+    options = ARCHITECTURES.get(name).options
+    if "kwargs" in table:
+        raise r.error("architecture.kwargs", f"[architecture.kwargs] is for 'torchvision:NAME' and "
+                                             f"architecture.factory architectures; the registered {name!r} takes its "
+                                             f"options as flat keys of [architecture] "
+                                             f"({', '.join(options) or 'it has none'})")
+    return r.section("architecture", table, {"name": SECTIONS["architecture"]["name"]}, frozenset(options))
+
+
 def _arch_ids(archs: list[Architecture]) -> dict[str, str]:
-    """One id per distinct layout: the architecture's name, suffixed when one name has several layouts."""
+    """One id per distinct layout: the architecture's name, suffixed when one name has several layouts. The id
+    names the store's weights array, so the ':' of 'torchvision:NAME' and 'package.module:function' becomes '-'
+    (a file name on every file system and object store)."""
     keys: dict[str, list[str]] = {}
     for a in archs:
-        keys.setdefault(a.name, [])
-        if a.shape_key not in keys[a.name]:
-            keys[a.name].append(a.shape_key)
+        base = re.sub(r"[^A-Za-z0-9._-]", "-", a.name)
+        keys.setdefault(base, [])
+        if a.shape_key not in keys[base]:
+            keys[base].append(a.shape_key)
     out = {}
     for name, shape_keys in keys.items():
         for i, k in enumerate(shape_keys):

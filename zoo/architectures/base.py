@@ -143,8 +143,14 @@ class Architecture:
     @property
     def activation(self) -> str | None:
         """The hidden-unit activation: the ``activation`` option, else the one the declaration fixes. What it
-        allows beyond permutation (rescaling, sign flips) is the symmetry spec's ``PermGroup.allowed``."""
-        return self.options.get("activation", self.definition.activation)
+        allows beyond permutation (rescaling, sign flips) is the symmetry spec's ``PermGroup.allowed``; None where
+        the declaration cannot be found (a derived spec's "relu", "odd", "linear" and "fixed" groups need none)."""
+        if "activation" in self.options:
+            return self.options["activation"]
+        try:
+            return self.definition.activation
+        except ZooError:
+            return None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -199,11 +205,11 @@ class Architecture:
         outputs: list[int] = []
         hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(
             out.numel() if isinstance(out, torch.Tensor) else 0)) for m in module.modules() if not list(m.children())]
-        with torch.no_grad():
-            module(torch.zeros(1, *self.input_shape))
+        with torch.no_grad():  # two examples: a BatchNorm in train mode needs more than one value per channel
+            module(torch.zeros(2, *self.input_shape))
         for h in hooks:
             h.remove()
-        return sum(outputs)
+        return sum(outputs) // 2
 
     @cached_property
     def symmetry(self) -> SymmetrySpec:

@@ -916,9 +916,11 @@ def _spec(deriver: _Deriver, layout: Layout) -> Derived:
     for s in sorted(leaves, key=lambda s: (order.get(s.id, len(layout.tensors)), s.id)):
         if s.id not in order:
             continue  # a space no stored tensor carries: nothing to permute
-        name = s.name
-        while name in taken or "|" in name or "*" in name or name.isdigit():
-            name = f"{name.replace('|', '_').replace('*', '_')}'"
+        name = s.name.replace("|", "_").replace("*", "_")
+        if name.isdigit():  # an nn.Sequential's layer "0": a bare number would read as an extent
+            name = f"{name}.units"
+        while name in taken:
+            name = f"{name}'"
         taken.add(name)
         groups[s.id] = name
     axes: dict[str, tuple] = {}
