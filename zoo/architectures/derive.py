@@ -365,10 +365,11 @@ class _Deriver:
         return None
 
     def _in(self, node: fx.Node, k: int = 0) -> Any:
+        """The labels of the node's ``k``-th argument where it is one tensor, else None."""
         arg = _a(node)[k] if len(_a(node)) > k else None
         if isinstance(arg, fx.Node):
             label = self.labels.get(arg)
-            if isinstance(label, tuple) and (not label or isinstance(label[0], tuple)) and _is_value(label):
+            if _is_value(label):
                 return label
         return None
 
@@ -400,10 +401,8 @@ class _Deriver:
             return x
         if type(m) in _MODULE_ACTIVATIONS:
             act = _MODULE_ACTIVATIONS[type(m)]
-            if isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6) and m.min_val != -m.max_val:
-                act = "hardtanh_asymmetric"
-            if isinstance(m, nn.ReLU6):
-                act = "relu6"
+            if act == "hardtanh" and float(m.min_val) != -float(m.max_val):  # type: ignore[arg-type]
+                act = "hardtanh_asymmetric"  # not odd
             self._activation(x, act)
             return x
         if isinstance(m, nn.PReLU):
@@ -460,8 +459,6 @@ class _Deriver:
             self.pin(out, f"grouped convolution {name} ({groups} groups)")
         self.bind(f"{name}.weight", 0, out)
         self.bind(f"{name}.bias", 0, out)
-        if groups > 1 and f"{name}.bias" in self.shapes:
-            self.fact(out, "depthwise")
         return (x[0], out) + spatial
 
     def _batchnorm(self, name: str, x: Any, node: fx.Node) -> tuple[Dim, ...]:
@@ -668,15 +665,19 @@ class _Deriver:
         return self._fit(out, meta)
 
     def _mul(self, node: fx.Node, meta: Any) -> tuple[Dim, ...]:
+        """A product ties its operands' units. A constant factor (a scalar, the module's own tensor) keeps a
+        per-unit linear map; a product or quotient of two computed values allows permutations only."""
         tensors = [a for a in _a(node)[:2] if isinstance(a, fx.Node) and _is_value(self.labels.get(a))]
         out = self.broadcast([self.labels[a] for a in tensors])
-        if len(tensors) == 2 and not any(a in self.const for a in tensors):
+        divided = node.target in (operator.truediv, operator.itruediv, torch.div, "div", "div_")
+        divisor = _a(node)[1] if divided and len(_a(node)) > 1 else None
+        if (len(tensors) == 2 and not any(a in self.const for a in tensors)) or (
+                isinstance(divisor, fx.Node) and divisor in tensors and divisor not in self.const):
             for d in out:
                 self.fact(d, "fixed")
-        elif len(tensors) == 2 or node.target in (operator.truediv, operator.itruediv, torch.div, "div", "div_"):
-            if len(tensors) == 2 or (tensors and tensors[0] is not _a(node)[0]):
-                for d in out:
-                    self.fact(d, "fixed")
+        elif divided and tensors and tensors[0] is not _a(node)[0]:  # c / x
+            for d in out:
+                self.fact(d, "fixed")
         return self._fit(out, meta)
 
     def _fit(self, labels: tuple[Dim, ...], meta: Any) -> tuple[Dim, ...]:
