@@ -270,3 +270,16 @@ def test_siren_renders_an_image_with_its_offset():
         to_unit(pixels, "rgb")
     with pytest.raises(ZooError, match=r"field 'architecture.init_scheme': got 'nfn'; allowed: dwsnets, sitzmann"):
         get_architecture("siren", (1, 8, 8), init_scheme="nfn")
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 16, 16), (1, 28, 28), (3, 32, 32)])
+def test_vit_takes_the_small_image_sizes_of_model_zoos(shape):
+    arch = get_architecture("vit", shape, 10, layers=2, width=16, mlp=32, heads=2)
+    module = arch.module().eval()
+    with torch.no_grad():
+        assert module(torch.randn(2, *shape)).shape == (2, 10)
+    assert module.patch_size == shape[1] // 4  # 4x4 patches by default
+    groups = arch.symmetry.groups
+    assert sum(g.endswith(".heads") for g in groups) == 2 and groups["conv_proj"].size == 16
+    with pytest.raises(ZooError, match=r"vit: patch 3 does not divide the image side"):
+        get_architecture("vit", shape, 10, patch=3).module()
