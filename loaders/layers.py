@@ -114,7 +114,14 @@ def network_layers(layout: Layout, spec: SymmetrySpec) -> list[Layer]:
             stray = sorted(set(roles) - {"weight", "bias"})
             if stray:
                 raise ZooError(f"module {module!r} mixes a layer weight with {stray[0]!r}")
-            layers.append(_layer(len(layers), roles["weight"], roles.get("bias"), spec))
+            layer = _layer(len(layers), roles["weight"], roles.get("bias"), spec)
+            if layer.in_group is None and layer.out_group is not None and any(
+                    earlier.out_group == layer.out_group for earlier in layers):
+                raise ZooError(f"the nfn, dws and graph views are defined for networks of Linear/Conv layers with "
+                               f"BatchNorm; {layer.weight.name!r} is outside that model: a depthwise (grouped) "
+                               "convolution connects each channel to itself, not every input to every output. Use "
+                               "the flat, tokens or state_dict view")
+            layers.append(layer)
         elif set(roles) <= set(NORM_ROLES):
             _attach_norm(layers, module, roles, spec)
         else:

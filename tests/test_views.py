@@ -62,6 +62,15 @@ def test_layer_views_refuse_attention_saying_why(view):
     assert make_view(view, plain.layout, spec=plain.symmetry).encode(torch.zeros(1, plain.layout.size))
 
 
+@pytest.mark.parametrize("view", NEW_VIEWS)
+def test_layer_views_refuse_depthwise_convolutions_saying_why(view):
+    arch = get_architecture("torchvision:mobilenet_v2", (3, 32, 32), 10)
+    with pytest.raises(ZooError, match=r"'features\.1\.conv\.0\.0\.weight' is outside that model: a depthwise"):
+        make_view(view, arch.layout, spec=arch.symmetry).encode(torch.zeros(1, arch.layout.size))
+    resnet = get_architecture("torchvision:resnet18", (3, 32, 32), 10)  # torchvision's own CNNs are inside it
+    assert make_view(view, resnet.layout, spec=resnet.symmetry).encode(torch.zeros(1, resnet.layout.size))
+
+
 def test_resnet18_round_trip_one_row():
     arch = _arch("resnet18")
     row = torch.randn(1, arch.layout.size)
