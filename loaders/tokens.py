@@ -33,7 +33,7 @@ from zoo.errors import ZooError
 from zoo.layout import Layout
 
 from .normalize import Normalizer
-from .symmetry import BatchSymmetry, Draws, TensorPlan, empty
+from .symmetry import BatchSymmetry, Draws, TensorPlan, empty, gather_units
 
 #: CPU rows of at least this many values are encoded sample by sample (``encode_views``: a block gather per
 #: tensor and sample beats one batched advanced-indexing gather), smaller ones as one batch (fewer calls).
@@ -164,7 +164,8 @@ class Tokenizer:
                 src = rows[:, plan.offset:plan.stop].view(batch, plan.count, plan.block)
                 index = BatchSymmetry.unit_index(plan, draws.perms, batch, dev)
                 factor = BatchSymmetry.unit_factor(plan, draws.scales, batch, rows.dtype, dev)
-                moved = (src if index is None else src[samples, index]).view(batch, m.channels, per, plan.block)
+                moved = (src if index is None else gather_units(src, index, samples)).view(batch, m.channels, per,
+                                                                                            plan.block)
                 if factor is None:
                     dst.copy_(moved)
                 else:
