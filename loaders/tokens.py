@@ -116,8 +116,7 @@ class Tokenizer:
         for m in modules:
             mask[m.token:m.token + m.channels * m.tokens_per_channel].view(m.channels, m.row)[:, :m.width] = True
         self.mask = mask
-        #: composite axis key -> the groups it names (``BatchSymmetry.composites``): a window touching one draws them
-        self._composite_groups = {k: c.groups for k, c in (symmetry.composites if symmetry is not None else {}).items()}
+        self._symmetry = symmetry  # completes draws with its composite axes; a window touching one draws its groups
         self._slots: _Slots | None = None  # window tables, built on first use
         self._pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None  # ((pid, threads), pool)
 
@@ -127,6 +126,12 @@ class Tokenizer:
         return state
 
     # --- whole rows -------------------------------------------------------------------------
+    def _draws(self, batch: int, draws: Draws | None) -> Draws:
+        """The batch's draws (none: identity), completed with the composite axes' indexes and factors where the
+        caller's lack them (``BatchSymmetry.complete``), so no path leaves an attention projection unpermuted."""
+        draws = draws or Draws(batch)
+        return self._symmetry.complete(draws) if self._symmetry is not None and self._symmetry.composites else draws
+
     def _buffer(self, batch: int, dtype: torch.dtype, device: torch.device | str) -> tuple[torch.Tensor, list]:
         """An uninitialised token buffer with its padding zeroed, and each module's (B, C, row) view."""
         tokens = empty((batch, self.num_tokens, self.tokensize), dtype, device)
@@ -153,7 +158,7 @@ class Tokenizer:
         batch, dev = rows.shape[0], rows.device
         if dev.type == "cpu" and rows.dtype == torch.float32 and rows.shape[1] >= PER_SAMPLE_MIN_VALUES:
             return self.encode_views(list(rows), draws, normalizer)
-        draws = draws or Draws(batch)
+        draws = self._draws(batch, draws)
         tokens, views = self._buffer(batch, rows.dtype, dev)
         samples = torch.arange(batch, device=dev).view(batch, 1)
         for m, view in zip(self.modules, views):
@@ -179,7 +184,7 @@ class Tokenizer:
         """``encode`` of the rows ``views`` (1-D float32 arrays, e.g. memory-mapped rows of the store), each read
         once by the gather that places it; ``threads`` > 1 encodes that many samples at a time."""
         batch = len(views)
-        draws = draws or Draws(batch)
+        draws = self._draws(batch, draws)
         tokens, module_views = self._buffer(batch, torch.float32, "cpu")
         indexes, factors = [], []
         for m in self.modules:
@@ -248,7 +253,8 @@ class Tokenizer:
         for b, (lo, hi) in enumerate(zip(first.tolist(), last.tolist())):
             for m in range(lo, hi + 1):
                 for key in slots.module_groups[m]:
-                    for g in self._composite_groups.get(key, (key,)):
+                    composite = self._symmetry.composites.get(key) if self._symmetry is not None else None
+                    for g in composite.groups if composite is not None else (key,):
                         touched.setdefault(g, np.zeros(len(starts), dtype=bool))[b] = True
         return touched
 
@@ -264,7 +270,7 @@ class Tokenizer:
         ``positions`` (B, N) of each sample's row (int32), as a (B, N) float32 array."""
         t = self._window_tables()
         batch, ts = len(starts), self.tokensize
-        draws = draws or Draws(batch)
+        draws = self._draws(batch, draws)
         token = starts.view(batch, 1) + torch.arange(windowsize)  # (B, W)
         chunk = t.token_chunk[token].view(-1)
         channel = t.token_channel[token].unsqueeze(-1)  # (B, W, 1)

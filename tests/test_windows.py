@@ -15,7 +15,7 @@ import zoo
 from loaders import ZooDataset, ZooStream
 from loaders.dataset import RawBatch
 from loaders.normalize import Normalizer
-from loaders.symmetry import BatchSymmetry
+from loaders.symmetry import BatchSymmetry, Draws
 from loaders.tokens import Tokenizer
 from loaders.views import random_window
 from zoo.architectures import get_architecture
@@ -201,3 +201,18 @@ def test_device_loader_finishes_batches_where_the_learner_is(filled, monkeypatch
     assert _equal(on_cpu.finish(raw), expected[0])
     with pytest.raises(zoo.ZooError, match="threads: expected an integer >= 1, got 0"):
         ZooDataset(writer.url, threads=0)
+
+
+def test_draws_of_the_groups_alone_permute_attention_in_every_path():
+    """Draws carrying only the groups' permutations (no composite-axis keys) still move the ViT's packed q/k/v
+    projections: rows, tokens and windows complete them the same way."""
+    arch, sym, tok, rows, draws, _ = _setup("vit")
+    groups_only = Draws(draws.batch, {g: p for g, p in draws.perms.items() if g in arch.symmetry.groups}, {})
+    assert len(groups_only.perms) < len(draws.perms), "the completed draws hold composite keys"
+    expected = _reference(arch, sym, tok, rows, draws, None)
+    assert not torch.equal(expected["tokens"], Tokenizer(arch.layout, tok.tokensize).encode(rows)["tokens"])
+    assert torch.equal(tok.encode(rows, groups_only)["tokens"], expected["tokens"])
+    starts = torch.zeros(draws.batch, dtype=torch.int64) + 5
+    fresh = Draws(draws.batch, {g: p for g, p in draws.perms.items() if g in arch.symmetry.groups}, {})
+    window = tok.window(lambda pos: np.take_along_axis(rows.numpy(), pos, 1), starts, 40, fresh)
+    assert torch.equal(window["tokens"], expected["tokens"][:, 5:45])
