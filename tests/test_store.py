@@ -346,8 +346,9 @@ def test_store_damage_and_bad_requests_are_store_errors(filled):
     with pytest.raises(StoreError, match=rf"weights/{u.arch_id}: rows must lie in \[0, {rows}\); got -1..{rows}"):
         z.read_rows(u.arch_id, [-1, rows])
     flip_byte(writer, u, -10, 0xFF)  # an inner chunk's size in the shard index
-    with pytest.raises(StoreError, match=r"c/\d+/0: damaged index \(inner chunks of \d+ bytes inside the file "
-                                         r"expected\); run `zoo verify` on the store"):
+    with pytest.raises(StoreError, match=r"c/\d+/0: shard index checksum 0x[0-9a-f]{8} != stored 0x[0-9a-f]{8} "
+                                         r"\(the index that locates its rows is damaged\); run `zoo verify` on "
+                                         r"the store"):
         zoo.open(writer.url).read_rows(u.arch_id, [u.row_start])
     array = writer.weights(u.arch_id)
     shard = Path(writer.url) / array.path / array.metadata.encode_chunk_key((u.row_start // 3, 0))
