@@ -21,7 +21,7 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.layout import Layout
 
-from . import torchfile
+from . import safepaths, torchfile
 
 #: Why a checkpoint file counts as incomplete when it is not there (``--skip-incomplete`` leaves its model out).
 MISSING = "missing (a checkpoint folder holds the state dict in a file named 'checkpoints')"
@@ -59,7 +59,10 @@ def load_state_dict(file: Path, data: bytes | None = None) -> Mapping[str, np.nd
     tensor names to tensors is a ``ZooError``.
     """
     if data is None:
-        data = torchfile.read_file(file)
+        try:
+            data = torchfile.read_file(file)
+        except safepaths.Refused as e:
+            raise IncompleteCheckpoint(file, e.why) from None
     if not data:
         raise IncompleteCheckpoint(file, torchfile.EMPTY)
     try:
@@ -80,14 +83,16 @@ def _torch_load(file: Path, data: bytes) -> Any:
 
     from . import workers
 
+    try:
+        torchfile.check_for_torch(data)  # the pickles and sizes, before torch allocates anything for them
+    except torchfile.Unreadable as e:
+        raise IncompleteCheckpoint(file, e.why) from None
     if workers.IN_WORKER:
         torch.set_num_threads(1)  # one process per CPU already
     try:
         sd = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever torch raises for a damaged file
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise IncompleteCheckpoint(file, f"{torchfile.DAMAGED} ({type(e).__name__}{': ' + detail if detail else ''})"
-                                   ) from None
+        raise IncompleteCheckpoint(file, torch_refusal(e)) from None
     if not isinstance(sd, Mapping):
         return sd
 
@@ -95,11 +100,32 @@ def _torch_load(file: Path, data: bytes) -> Any:
         if not isinstance(v, torch.Tensor):
             return v
         v = v.detach()
+        if v.numel() * v.element_size() > v.untyped_storage().nbytes():  # a stride-0 view of a few bytes, say
+            raise IncompleteCheckpoint(file, f"{torchfile.REFUSED} a tensor of size {tuple(v.shape)} (stride "
+                                             f"{v.stride()}) views {v.numel()} values of a storage of "
+                                             f"{v.untyped_storage().nbytes()} bytes; a tensor's values must be "
+                                             "backed by its storage's bytes")
         if v.is_floating_point() and v.dtype not in (torch.float16, torch.float32, torch.float64):
             v = v.to(torch.float32)
         return v.numpy()
 
     return {k: to_numpy(v) for k, v in sd.items()}
+
+
+def torch_refusal(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in this reader's words: its weights-only refusal as
+    an unsafe pickle naming the global (never its advice to load without ``weights_only``), anything else as a
+    damaged file with the first line torch gave."""
+    text = str(e).strip()
+    if "weights only load failed" in text.lower() or "weights_only" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            module, _, name = found[1].rpartition(".")
+            return torchfile.unsafe_global(module, name).why
+        return (f"{torchfile.REFUSED} an unsafe pickle (torch's weights-only reader refused it; only tensors and "
+                "plain containers are read)")
+    detail = text.splitlines()[0] if text else ""
+    return f"{torchfile.DAMAGED} ({type(e).__name__}{': ' + detail if detail else ''})"
 
 
 def _names(file: Path, keys: Sequence[str], spec: RowSpec) -> dict[str, str]:

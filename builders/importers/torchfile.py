@@ -10,12 +10,20 @@ costs seconds. So this module reads the zip archive that ``torch.save`` writes (
 - The pickle is read by a restricted unpickler: the only globals it resolves are ``collections.OrderedDict``,
   torch's tensor rebuild functions and the storage types of numpy dtypes, each replaced by a local stand-in
   (nothing of torch is ever called), so it is as safe as ``torch.load(weights_only=True)``.
-- Every record's CRC-32 is checked, and every tensor must lie inside its storage.
+- Every record's CRC-32 is checked, and every tensor must lie inside its storage, its element count backed by
+  the storage's bytes (a stride-0 view of 65,536 x 65,536 values over a few bytes is refused, not inflated).
+- Before any unpickler runs, ``check_pickle`` walks the pickle's opcodes (``pickletools.genops``) on a stack of its
+  own: memo indices, frame and argument lengths, and the storages its persistent ids declare must be backed by the
+  file's bytes (the C unpickler preallocates its memo for the largest index it meets: ``LONG_BINPUT 2**28`` asks
+  for 4 GB), and a global that is neither one of the above nor one ``torch.load(weights_only=True)`` may accept
+  is refused as ``Unsafe``, naming it. ``check_for_torch`` applies the same walk (and the archive's bounds) to the
+  bytes handed to ``torch.load``, a legacy file's pickles included.
 
 What this reader does not handle (a legacy pre-1.6 file, bfloat16 storages, compressed records, big-endian
 files, any other global) is ``Unsupported``; the caller then hands the same bytes to ``torch.load``
 (``builders.importers.statedicts``), so a file is still read from disk once. A file cut short, damaged or
-not a ``torch.save`` archive at all raises ``Unreadable`` with the reason.
+not a ``torch.save`` archive at all raises ``Unreadable`` with the reason; a file refused as hostile (a global
+that could run code, sizes its bytes do not back) raises ``Unsafe``, an ``Unreadable`` whose reason says so.
 
 ``tail_check`` is the cheap test for a download cut short: the zip's end records are the last bytes of the
 file, and they say where the central directory lies; a prefix of an archive has no such end. It reads at most
@@ -30,12 +38,15 @@ import functools
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from . import safepaths
 
 ZIP_MAGIC = b"PK\x03\x04"
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory: signature, disks, entries, cd size, cd offset, comment
@@ -53,6 +64,20 @@ DAMAGED = "not a readable torch.save file, truncated or damaged"
 EMPTY = "empty (0 bytes; an interrupted download?)"
 #: ``tail_check``'s answer for a file that is no zip archive (a legacy ``torch.save`` file, or something else).
 NOT_ZIP = "not a zip archive"
+#: What an ``Unsafe`` file's reason begins with.
+REFUSED = "refused:"
+#: Globals outside torch that ``torch.load(weights_only=True)`` accepts (its ``_get_allowed_globals``); the rest of
+#: what it accepts lies in ``torch`` itself. Any other global is refused before torch sees the file.
+TORCH_ALLOWS = {("collections", "OrderedDict"), ("collections", "Counter"), ("_codecs", "encode"),
+                ("builtins", "bytearray"), ("builtins", "set"), ("builtins", "complex")}
+#: Bytes per element of torch's storage types (those ``STORAGE_DTYPES`` lacks included), for the storages a
+#: pickle declares; an unknown one counts as 1.
+STORAGE_ITEMSIZE = {**{name: np.dtype(t).itemsize for name, t in STORAGE_DTYPES.items()}, "BFloat16Storage": 2,
+                    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "QInt8Storage": 1, "QUInt8Storage": 1,
+                    "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1}
+#: The most a compressed record (never written by ``torch.save``, read by ``torch.load``) may declare per byte it
+#: holds: deflate's own limit is about 1,032.
+DEFLATE_RATIO = 1032
 
 
 class Unreadable(Exception):
@@ -63,14 +88,24 @@ class Unreadable(Exception):
         self.why = why
 
 
+class Unsafe(Unreadable):
+    """A file refused as hostile: a global that could run code, or sizes that its bytes do not back."""
+
+
 class Unsupported(Exception):
     """A valid file this reader leaves to ``torch.load`` (legacy format, bfloat16, another global, ...)."""
 
 
+def unsafe_global(module: str, name: str) -> Unsafe:
+    """The refusal of a pickle that names the global ``module.name``."""
+    return Unsafe(f"{REFUSED} an unsafe pickle (it names the global {module}.{name}; only tensors and plain "
+                  "containers are read)")
+
+
 def read_file(path: Path) -> bytes:
-    """The whole file, in one read (the only time an import reads a checkpoint's bytes)."""
-    with open(path, "rb", buffering=0) as f:
-        return f.read()
+    """The whole file, in one read (the only time an import reads a checkpoint's bytes); a link or a special file
+    (a FIFO would block) is ``safepaths.Refused`` without being opened."""
+    return safepaths.read_regular(path)
 
 
 def read_tail(f: BinaryIO, size: int, n: int) -> bytes:
@@ -84,9 +119,10 @@ def tail_check(path: Path) -> tuple[int, str | None]:
     """(size, what is wrong) from the file's size and its last ``TAIL_BYTES`` bytes; None when it looks whole.
 
     A file that is not a zip archive at all gives ``NOT_ZIP`` (a legacy ``torch.save`` file, or something else
-    entirely): the caller must read it to know. A missing file raises ``FileNotFoundError``.
+    entirely): the caller must read it to know. A missing file raises ``FileNotFoundError``; a link or a special
+    file is ``safepaths.Refused``, never opened.
     """
-    with open(path, "rb", buffering=0) as f:
+    with os.fdopen(safepaths.open_regular(path), "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return 0, EMPTY
@@ -121,8 +157,12 @@ def _directory_span(tail: bytes, size: int) -> tuple[int, int, int]:
     return entries, cd_offset, cd_size
 
 
-def _directory(data: bytes) -> dict[str, tuple[int, int, int]]:
-    """The archive's entries: name -> (offset of its local header, size, CRC-32); ``Unreadable`` when damaged."""
+#: One entry of an archive's directory: (offset of its local header, size, CRC-32, method, stored size, flags).
+ZipEntry = tuple[int, int, int, int, int, int]
+
+
+def _entries(data: bytes) -> dict[str, ZipEntry]:
+    """Every entry of the archive's central directory, bounds checked; ``Unreadable`` when damaged."""
     entries, pos, cd_size = _directory_span(data[-TAIL_BYTES:], len(data))
     cd_end = pos + cd_size
     central = _CENTRAL.unpack_from
@@ -135,22 +175,34 @@ def _directory(data: bytes) -> dict[str, tuple[int, int, int]]:
         if sig != b"PK\x01\x02":
             raise Unreadable(f"{DAMAGED} (zip directory entry at byte {pos})")
         pos += _CENTRAL.size
+        if pos + name_len + extra_len + comment_len > cd_end:
+            raise Unreadable(f"{DAMAGED} (zip directory entry at byte {pos - _CENTRAL.size} runs past the directory)")
         name = data[pos:pos + name_len].decode("utf-8", "replace")
         if 0xFFFFFFFF in (csize, usize, local):
-            csize, usize, local = _zip64_extra(memoryview(data)[pos + name_len:pos + name_len + extra_len], csize,
-                                               usize, local)
+            csize, usize, local = _zip64_extra(memoryview(data)[pos + name_len:pos + name_len + extra_len], name,
+                                               csize, usize, local)
         pos += name_len + extra_len + comment_len
+        if local + _LOCAL.size > cd_end - cd_size or csize > len(data):
+            raise Unreadable(f"{DAMAGED} (no zip record header for {name!r})")
+        out[name] = (local, usize, crc, method, csize, flags)
+    return out
+
+
+def _directory(data: bytes) -> dict[str, tuple[int, int, int]]:
+    """The archive's entries: name -> (offset of its local header, size, CRC-32); ``Unreadable`` when damaged,
+    ``Unsupported`` when a record is compressed or encrypted (``torch.save`` stores them)."""
+    out = {}
+    for name, (local, usize, crc, method, csize, flags) in _entries(data).items():
         if method != 0 or flags & 1 or csize != usize:
             raise Unsupported(f"record {name!r} is compressed or encrypted")
-        if local + _LOCAL.size > cd_end:
-            raise Unreadable(f"{DAMAGED} (no zip record header for {name!r})")
         out[name] = (local, usize, crc)
     return out
 
 
-def _record(data: bytes, name: str, entry: tuple[int, int, int]) -> memoryview:
-    """The bytes of one stored record, bounds and CRC-32 checked."""
-    local, size, crc = entry
+def _record(data: bytes, name: str, entry: tuple[int, ...], size: int | None = None) -> memoryview:
+    """The bytes of one stored record (``size`` of them: its stored size), bounds and CRC-32 checked."""
+    local, usize, crc = entry[:3]
+    size = usize if size is None else size
     if data[local:local + 4] != ZIP_MAGIC:
         raise Unreadable(f"{DAMAGED} (no zip record header for {name!r})")
     start = local + _LOCAL.size + int.from_bytes(data[local + 26:local + 28], "little") \
@@ -158,24 +210,29 @@ def _record(data: bytes, name: str, entry: tuple[int, int, int]) -> memoryview:
     if start + size > len(data) - _EOCD.size:
         raise Unreadable(f"{DAMAGED} (record {name!r} runs past its end)")
     record = memoryview(data)[start:start + size]
-    if zlib.crc32(record) != crc:
+    if size == usize and zlib.crc32(record) != crc:
         raise Unreadable(f"{DAMAGED} (record {name!r} fails its CRC-32 check)")
     return record
 
 
-def _zip64_extra(extra: memoryview, csize: int, usize: int, local: int) -> tuple[int, int, int]:
-    """Sizes and offset from a central directory entry's zip64 extra field (those marked 0xFFFFFFFF)."""
+def _zip64_extra(extra: memoryview, name: str, csize: int, usize: int, local: int) -> tuple[int, int, int]:
+    """Sizes and offset from a central directory entry's zip64 extra field (those marked 0xFFFFFFFF); a field too
+    short for the values it must hold is ``Unreadable``."""
     pos = 0
     while pos + 4 <= len(extra):
         tag, n = struct.unpack_from("<2H", extra, pos)
         if tag == 1:
-            values = iter(struct.unpack_from(f"<{n // 8}Q", extra, pos + 4))
+            wanted = (usize == 0xFFFFFFFF) + (csize == 0xFFFFFFFF) + (local == 0xFFFFFFFF)
+            if n < 8 * wanted or pos + 4 + 8 * wanted > len(extra):
+                raise Unreadable(f"{DAMAGED} (the zip64 extra field of {name!r} holds {min(n, len(extra) - pos - 4)} "
+                                 f"bytes, not the {8 * wanted} of its {wanted} 64-bit size(s))")
+            values = iter(struct.unpack_from(f"<{wanted}Q", extra, pos + 4))
             usize = next(values) if usize == 0xFFFFFFFF else usize
             csize = next(values) if csize == 0xFFFFFFFF else csize
             local = next(values) if local == 0xFFFFFFFF else local
             return csize, usize, local
         pos += 4 + n
-    raise Unreadable(f"{DAMAGED} (a zip64 entry without its extra field)")
+    raise Unreadable(f"{DAMAGED} (zip64 entry {name!r} without its extra field)")
 
 
 class _StorageType:
@@ -201,14 +258,21 @@ def _view(storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple
         n = _dense(size, stride)
     except TypeError:  # unhashable: not the tuples torch writes
         raise Unreadable(f"{DAMAGED} (a tensor of size {size!r}, stride {stride!r})") from None
-    if n >= 0 and offset >= 0:  # contiguous: the usual case
+    if n >= 0 and isinstance(offset, int) and offset >= 0:  # contiguous: the usual case
         if offset + n > len(storage):
             raise Unreadable(f"{DAMAGED} (a tensor of {n} values at {offset} in a storage of {len(storage)})")
         return storage[offset:offset + n].reshape(size)
-    if offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride) or len(size) != len(stride):
+    if (not isinstance(offset, int) or offset < 0 or not all(isinstance(s, int) and s >= 0 for s in (*size, *stride))
+            or len(size) != len(stride)):
         raise Unreadable(f"{DAMAGED} (a tensor of size {size}, stride {stride}, offset {offset})")
     if 0 in size:
         return np.empty(size, storage.dtype)
+    n = 1
+    for s in size:
+        n *= s
+    if n > len(storage) - offset:  # overlapping views (stride 0 among them) of more values than the storage holds
+        raise Unsafe(f"{REFUSED} a tensor of size {size} (stride {stride}) views {n} values of a storage of "
+                     f"{len(storage)} from offset {offset}; a tensor's values must be backed by its storage's bytes")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= len(storage):
         raise Unreadable(f"{DAMAGED} (a tensor reaches element {last} of a storage of {len(storage)})")
@@ -219,6 +283,165 @@ def _view(storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple
 def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
     """``torch._utils._rebuild_parameter``: an ``nn.Parameter`` is its data here."""
     return data
+
+
+# --- the pickle, checked before it is unpickled ---------------------------------------------------------------
+def torch_may_read(module: str, name: str) -> bool:
+    """Whether ``module.name`` is a global this reader leaves to ``torch.load(weights_only=True)`` to judge (torch's
+    own, and ``TORCH_ALLOWS``); any other one is refused as unsafe."""
+    return module == "torch" or module.startswith("torch.") or (module, name) in TORCH_ALLOWS
+
+
+class _Global:
+    """A global on ``check_pickle``'s stack (a storage type, to size the storages persistent ids declare)."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+
+_OPAQUE = object()  # a value check_pickle does not follow
+_MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_VALUES = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING",
+                     "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "BINBYTES",
+                     "SHORT_BINBYTES", "BINBYTES8", "FLOAT", "BINFLOAT"})
+_CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
+_TUPLES = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+#: Opcodes no torch.save file holds and that reach outside the pickle (the copyreg registry, out-of-band data).
+_REFUSED_OPS = frozenset({"EXT1", "EXT2", "EXT4", "NEXT_BUFFER", "READONLY_BUFFER"})
+
+
+def check_pickle(pickled: bytes | BinaryIO, *, budget: int, declared: dict[str, int] | None = None) -> None:
+    """Walk one pickle to its ``STOP`` without running it; ``Unsafe`` (or ``Unreadable``) for what no unpickler may
+    be handed.
+
+    Tracks the stack as ``pickletools`` describes each opcode: a memo index (``PUT``, ``BINPUT``, ``LONG_BINPUT``;
+    ``MEMOIZE`` takes the next) must be below the opcodes read so far, a ``GET`` must name a set index, a frame and
+    every counted argument must fit in the bytes left (``genops`` reads them), the storages the persistent ids
+    declare (``('storage', type, key, location, numel)``) may hold ``budget`` bytes at most, all together
+    (``declared``: key -> bytes, shared between the pickles of one file), and every global (``GLOBAL``, ``INST``,
+    ``STACK_GLOBAL``) must be this reader's or one torch judges (``torch_may_read``). ``pickled`` is the bytes, or a
+    stream positioned at the pickle (left after its ``STOP``).
+    """
+    f = io.BytesIO(pickled) if isinstance(pickled, (bytes, bytearray, memoryview)) else pickled
+    start = f.tell()
+    size = f.seek(0, io.SEEK_END) - start
+    f.seek(start)
+    declared = {} if declared is None else declared
+    stack: list[Any] = []
+    marks: list[int] = []
+    memo: dict[int, Any] = {}
+    ops = 0
+
+    def damaged(what: str) -> Unreadable:
+        return Unreadable(f"{DAMAGED} (pickle opcode {ops} at byte {f.tell() - start}: {what})")
+
+    def pop(n: int) -> list[Any]:
+        if n > len(stack) - (marks[-1] if marks else 0):
+            raise damaged("pops an empty stack")
+        out = stack[len(stack) - n:]
+        del stack[len(stack) - n:]
+        return out
+
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            ops += 1
+            name = op.name
+            if name in _MEMO_PUT or name == "MEMOIZE":
+                index = len(memo) if name == "MEMOIZE" else arg
+                if not isinstance(index, int) or not 0 <= index < ops or index > size:
+                    raise Unsafe(f"{REFUSED} a pickle that puts memo index {index} in {ops} opcodes of {size} bytes "
+                                 "(an unpickler would allocate a memo that large; only what the file's bytes back is "
+                                 "read)")
+                if not stack or (marks and len(stack) == marks[-1]):
+                    raise damaged("memoizes an empty stack")
+                memo[index] = stack[-1]
+            elif name in _MEMO_GET:
+                if arg not in memo:
+                    raise damaged(f"gets memo index {arg}, never put")
+                stack.append(memo[arg])
+            elif name == "FRAME":
+                if not isinstance(arg, int) or arg > size:
+                    raise Unsafe(f"{REFUSED} a pickle frame of {arg} bytes in a pickle of {size}")
+            elif name in _REFUSED_OPS:
+                raise Unsafe(f"{REFUSED} an unsafe pickle (opcode {name}, which reaches outside the file; only "
+                             "tensors and plain containers are read)")
+            elif name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                if not (torch_may_read(module, attr)):
+                    raise unsafe_global(module, attr)
+                if name == "INST":
+                    if not marks:
+                        raise damaged("INST without a mark")
+                    del stack[marks.pop():]
+                stack.append(_Global(module, attr) if name == "GLOBAL" else _OPAQUE)
+            elif name == "STACK_GLOBAL":
+                module, attr = pop(2)
+                if not (isinstance(module, str) and isinstance(attr, str)):
+                    raise Unsafe(f"{REFUSED} an unsafe pickle (a global whose name is computed, not written; only "
+                                 "tensors and plain containers are read)")
+                if not torch_may_read(module, attr):
+                    raise unsafe_global(module, attr)
+                stack.append(_Global(module, attr))
+            elif name == "MARK":
+                marks.append(len(stack))
+            elif name in _VALUES:
+                stack.append(arg)
+            elif name in _CONSTANTS:
+                stack.append(_CONSTANTS[name])
+            elif name in _TUPLES:
+                stack.append(tuple(pop(_TUPLES[name])))
+            elif name == "TUPLE":
+                if not marks:
+                    raise damaged("TUPLE without a mark")
+                k = marks.pop()
+                items = tuple(stack[k:])
+                del stack[k:]
+                stack.append(items)
+            elif name in ("BINPERSID", "PERSID"):
+                pid = pop(1)[0] if name == "BINPERSID" else arg
+                _check_storage(pid, budget, declared)
+                stack.append(_OPAQUE)
+            elif name == "STOP":
+                pop(1)
+            else:  # what the opcode takes and leaves, as pickletools says
+                before = op.stack_before
+                if pickletools.markobject in before:
+                    if not marks:
+                        raise damaged(f"{name} without a mark")
+                    k = marks.pop()
+                    below = before.index(pickletools.markobject)
+                    if below > k - (marks[-1] if marks else 0):
+                        raise damaged("pops an empty stack")
+                    del stack[k - below:]
+                else:
+                    pop(len(before))
+                stack.extend(_OPAQUE for s in op.stack_after if s is not pickletools.markobject)
+    except (Unreadable, Unsupported):
+        raise
+    except Exception as e:  # noqa: BLE001 - genops: an unknown opcode, an argument cut short, no STOP
+        raise damaged(f"{type(e).__name__}: {e}") from None
+
+
+def _check_storage(pid: Any, budget: int, declared: dict[str, int]) -> None:
+    """A persistent id's storage: ``('storage', type, key, location, numel, ...)``, its bytes within ``budget``
+    with the others'; any other id is left to the reader that meets it (this one refuses it)."""
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+        return
+    kind, key, numel = pid[1], pid[2], pid[4]
+    itemsize = STORAGE_ITEMSIZE.get(kind.name, 1) if isinstance(kind, _Global) else 1
+    if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+        raise Unreadable(f"{DAMAGED} (storage {key!r} of {numel!r} values)")
+    nbytes = numel * itemsize
+    if not isinstance(key, str) or declared.get(key, nbytes) != nbytes:
+        raise Unreadable(f"{DAMAGED} (storage {key!r} declared with two sizes)")
+    declared[key] = nbytes
+    total = sum(declared.values())
+    if total > budget:
+        raise Unsafe(f"{REFUSED} storage {key!r} declares {numel} values ({nbytes} bytes), {total} bytes in all, "
+                     f"but the file holds {budget}; a storage must be backed by the file's bytes")
 
 
 #: One tensor of a state dict: (name, storage key, dtype, storage elements, offset, size, stride).
@@ -246,6 +469,8 @@ class _Unpickler(pickle.Unpickler):
             return self._rebuild_tensor
         if (module, name) == ("torch._utils", "_rebuild_parameter"):
             return _rebuild_parameter
+        if not torch_may_read(module, name):  # check_pickle refused it already; a second line of defence
+            raise unsafe_global(module, name)
         raise Unsupported(f"global {module}.{name}")
 
     def _rebuild_tensor(self, storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...],
@@ -301,10 +526,20 @@ MAX_PLANS = 256
 def load(data: bytes) -> Any:
     """The object a ``torch.save`` archive holds, its tensors as read-only numpy views of ``data``.
 
-    Raises ``Unreadable`` for a damaged archive, ``Unsupported`` for what only ``torch.load`` reads. A flat state
-    dict whose ``data.pkl`` this process has unpickled before (every file of a population but the first few) is
-    rebuilt from the same tensor descriptions without unpickling again, as a plain dict.
+    Raises ``Unreadable`` for a damaged archive (``Unsafe`` for a hostile one), ``Unsupported`` for what only
+    ``torch.load`` reads, and nothing else. A flat state dict whose ``data.pkl`` this process has unpickled before
+    (every file of a population but the first few) is rebuilt from the same tensor descriptions without unpickling
+    again, as a plain dict.
     """
+    try:
+        return _load(data)
+    except (Unreadable, Unsupported):
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged archive must not end in another exception
+        raise Unreadable(f"{DAMAGED} ({type(e).__name__}: {e})") from None
+
+
+def _load(data: bytes) -> Any:
     if data[:4] != ZIP_MAGIC:
         raise Unsupported("not a zip archive (a legacy torch.save file?)")
     entries = _directory(data)
@@ -316,6 +551,8 @@ def load(data: bytes) -> Any:
     if order is not None and bytes(_record(data, prefix + "byteorder", order)) != b"little":
         raise Unsupported("big-endian byte order")
     pickled = bytes(_record(data, pkl, entries[pkl]))
+    if pickled not in _PLANS:  # a data.pkl this process read before was checked then
+        check_pickle(pickled, budget=len(data))
     plan = _PLANS.get(pickled)
     if plan is not None:
         storages: dict[str, np.ndarray] = {}
@@ -336,3 +573,52 @@ def load(data: bytes) -> Any:
     if len(_PLANS) < MAX_PLANS:
         _PLANS[pickled] = unpickler.plan(obj)
     return obj
+
+
+def check_for_torch(data: bytes) -> None:
+    """What must hold before ``data`` goes to ``torch.load(weights_only=True)``: every pickle in it passes
+    ``check_pickle`` (its storages backed by the file's bytes), and a zip archive's records are bounded (a compressed
+    one may declare ``DEFLATE_RATIO`` bytes per byte it holds). Raises ``Unreadable`` (``Unsafe``) and nothing else.
+
+    A legacy (pre-1.6) file is five pickles in a row (magic number, protocol, system info, the object, its storage
+    keys) and then the storages' bytes; each pickle is checked, the storages within the file's size.
+    """
+    try:
+        if data[:4] == ZIP_MAGIC:
+            _check_zip_for_torch(data)
+            return
+        f = io.BytesIO(data)
+        declared: dict[str, int] = {}
+        for _ in range(5):
+            check_pickle(f, budget=len(data), declared=declared)
+    except Unreadable:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file must not end in another exception
+        raise Unreadable(f"{DAMAGED} ({type(e).__name__}: {e})") from None
+
+
+def _check_zip_for_torch(data: bytes) -> None:
+    entries = _entries(data)
+    total = 0
+    for name, (_, usize, _, method, csize, flags) in entries.items():
+        if flags & 1:
+            raise Unreadable(f"{DAMAGED} (record {name!r} is encrypted)")
+        if method not in (0, 8) or (method == 0 and usize != csize):
+            raise Unreadable(f"{DAMAGED} (record {name!r}: compression method {method}, {csize} bytes for {usize})")
+        if usize > DEFLATE_RATIO * csize + 1024:
+            raise Unsafe(f"{REFUSED} record {name!r} declares {usize} bytes from {csize} compressed ones (more than "
+                         f"deflate's {DEFLATE_RATIO}:1 allows; a zip bomb?)")
+        total += usize
+    pkl = next((name for name in entries if name.endswith("/data.pkl") and name.count("/") == 1), None)
+    if pkl is None:
+        raise Unreadable(f"{DAMAGED} (no data.pkl in the archive)")
+    local, usize, crc, method, csize, _ = entries[pkl]
+    stored = _record(data, pkl, entries[pkl], size=csize)
+    if method == 8:
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        pickled = inflate.decompress(stored, usize + 1)
+        if len(pickled) != usize or zlib.crc32(pickled) != crc:
+            raise Unreadable(f"{DAMAGED} (record {pkl!r} does not inflate to its {usize} bytes)")
+    else:
+        pickled = bytes(stored)
+    check_pickle(pickled, budget=total)
