@@ -167,8 +167,8 @@ def ray_build(manifest: Manifest | str | Path, out: str | Path, *, address: str 
     a store URL) travel to every task as arguments: keep credentials in the workers' environment instead.
     """
     ray = _import_ray()
-    if not isinstance(manifest, Manifest):
-        manifest = load_manifest(manifest)
+    # the caller's manifest: building it is the caller's intent (its factory may run; a store's never does)
+    manifest = manifest.trusted() if isinstance(manifest, Manifest) else load_manifest(manifest, trust_code=True)
     _check_options(device, gpus_per_group, max_retries)
     check_population(population)
     started = not ray.is_initialized()

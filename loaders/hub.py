@@ -53,11 +53,11 @@ from zoo import __version__
 from zoo.architectures.cache import cache_root
 from zoo.columns import varied_columns
 from zoo.errors import StoreNotFoundError, ZooError
-from zoo.manifest import Manifest
 from zoo.plan import Plan, Unit
 from zoo.splits import DEFAULT_FRACTIONS, split_models
 from zoo.store import Zoo, ZooWriter, create, open_zoo
 from zoo.store import format as fmt
+from zoo.store.attributes import check_attributes, check_plan, stored_manifest
 from zoo.store.reader import is_url, local_path
 from zoo.store.rows import row_checksums
 
@@ -418,16 +418,29 @@ def _import(export: _Export, store: str | Path, *, quiet: bool = True, storage_o
     folder = export.folder
     desc = read_descriptor(folder)
     attrs = desc["store_attributes"]
-    manifest = Manifest.from_dict(attrs.get("manifest"), source=str(folder / DESCRIPTOR))
+    # the descriptor is data: its attributes are checked as a store's are, and its layouts and specs are taken as
+    # stored (no module is built, no factory it names is called)
+    if attrs.get("format") != fmt.FORMAT_NAME or attrs.get("format_version") not in fmt.READABLE_VERSIONS:
+        raise ZooError(f"{folder / DESCRIPTOR}: store_attributes of format {attrs.get('format')!r} version "
+                       f"{attrs.get('format_version')!r}; this library reads {fmt.FORMAT_NAME} versions "
+                       f"{', '.join(map(str, fmt.READABLE_VERSIONS))}")
+    check_attributes(attrs, str(folder / DESCRIPTOR))
+    manifest = stored_manifest(attrs, str(folder / DESCRIPTOR))
     files = data_files(export, desc)
-    units = {u.unit_id: u for u in Plan(manifest, attrs.get("group_size")).units}
+    plan = Plan(manifest, attrs["group_size"], attrs.get("plan_version", 1))
+    check_plan(plan, attrs, str(folder / DESCRIPTOR))
+    units: dict[int, Unit] = {}
     where: dict[int, list[tuple[Path, int]]] = {}
     for f in files:
         pf = _parquet(f)
+        if pf.metadata.num_rows > plan.checkpoints:
+            raise ZooError(f"{f}: declares {pf.metadata.num_rows} rows; the export's plan has {plan.checkpoints} "
+                           "checkpoints")
         for g in range(pf.num_row_groups):
             for unit in set(pf.read_row_group(g, columns=["unit"]).column("unit").to_pylist()):
-                if unit not in units:
+                if not (isinstance(unit, int) and 0 <= unit < plan.unit_count):
                     raise ZooError(f"{f}: row group {g} holds unit {unit}, which the manifest's plan does not have")
+                units.setdefault(unit, plan.unit(unit))
                 where.setdefault(unit, []).append((f, g))
     # the export's split by model travels with the store: loaders use it unless told otherwise
     extra = {"split": desc["splits"], **{k: attrs[k] for k in ("imported_from",) if k in attrs}}

@@ -54,5 +54,14 @@ def test_factory_zoo_loads_without_its_factory(tmp_path, monkeypatch):
     stored = torch.from_numpy(z.read_rows(ds.arch, ds.rows.tolist()))
     assert not torch.equal(batch["weights"], stored), "the augmentation ran"
     assert torch.equal(batch["weights"].abs().sort(dim=1).values, stored.abs().sort(dim=1).values)
+    # a store is data: the factory it names is never imported unless the caller opts in
+    with pytest.raises(zoo.ZooError, match=r"architecture factory 'wz_user_pkg.nets:make_net': refused to import "
+                                           r"and call it.*trust_code=True.*factory=fn"):
+        z.module(model_id=0, epoch=1)
     with pytest.raises(zoo.ZooError, match=r"architecture factory 'wz_user_pkg.nets:make_net': cannot import"):
-        z.module(model_id=0, epoch=1)  # rebuilding the nn.Module is what needs the factory
+        z.module(model_id=0, epoch=1, trust_code=True)  # rebuilding the nn.Module is what needs the factory
+    namespace: dict = {}
+    exec(FACTORY, namespace)  # the user's own function, passed in
+    module = z.module(model_id=0, epoch=1, factory=namespace["make_net"])
+    assert torch.equal(torch.nn.utils.parameters_to_vector(module.parameters()),
+                       torch.from_numpy(z.read_rows(ds.arch, [z.locate(0, 1)[1]])[0]))

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_dict, tiny_manifest
 
 import zoo
-from zoo.errors import ManifestError
+from zoo.errors import ManifestError, ZooError
 from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Plan
 
@@ -171,10 +171,10 @@ def test_plan_groups_share_structure_and_units_tile_rows():
     assert sorted(g.group for s in shards for g in s) == [g.group for g in plan.groups]
 
 
-def _external(architecture: dict, grid: dict | None = None) -> Manifest:
+def _external(architecture: dict, grid: dict | None = None, trust_code: bool = True) -> Manifest:
     data = tiny_dict(population__grid=grid or {"training.lr": [1e-3, 1e-2]})
     data["architecture"] = architecture
-    return Manifest.from_dict(data, source="tiny.toml")
+    return Manifest.from_dict(data, source="tiny.toml", trust_code=trust_code)
 
 
 def test_torchvision_architecture_takes_a_kwargs_table():
@@ -207,6 +207,12 @@ def test_factory_architecture(tmp_path, monkeypatch):
     assert arch.layout.num_params == 64 * 7 + 7 + 7 * 10 + 10
     assert [g.size for g in arch.symmetry.groups.values()] == [7]
     assert m.to_dict()["architecture"] == {"factory": "wz_manifest_nets:make_net", "kwargs": {"width": 7}}
+    # the same manifest as data (not marked as the caller's): its factory is never imported
+    untrusted = _external({"factory": "wz_manifest_nets:make_net", "kwargs": {"width": 7}}, trust_code=False)
+    assert untrusted == m
+    with pytest.raises(ZooError, match=r"architecture factory 'wz_manifest_nets:make_net': refused to import and "
+                                       r"call it.*Manifest.from_dict\(\.\.\., trust_code=True\)"):
+        untrusted.architectures["wz_manifest_nets-make_net"].layout  # noqa: B018
 
 
 @pytest.mark.parametrize("architecture,grid,message", [

@@ -65,7 +65,11 @@ def test_loading_builds_and_derives_nothing(vit_store, monkeypatch):
     monkeypatch.setattr(zoo.architectures.base.Architecture, "derive", refuse)
     monkeypatch.setattr(zoo.architectures.cache, "remember", refuse)
     with pytest.raises(AssertionError, match="the loader built"):  # the guard is on
-        zoo.open(vit_store).manifest.models[0].architecture.layout  # noqa: B018
+        zoo.open(vit_store).architecture("vit").layout  # noqa: B018
+    # the store's manifest carries the stored layout and spec: reading them builds nothing
+    opened = zoo.open(vit_store)
+    assert opened.manifest.models[0].architecture.layout == opened.layout("vit")
+    assert opened.manifest.models[0].architecture.symmetry == opened.symmetry("vit")
     ds = ZooDataset(vit_store, view="flat", augment=("permute",), targets=("test_acc",))
     batch = ds.collate([ds[i] for i in range(len(ds))])
     assert batch["weights"].shape == (8, 18_218) and torch.isfinite(batch["weights"]).all()

@@ -26,6 +26,11 @@ class StoreNotFoundError(StoreError, FileNotFoundError):
     """The path or URL holds no weightzoo store."""
 
 
+class UntrustedCodeError(ZooError):
+    """Data (a store, an export) names code, such as an architecture factory, and the caller did not opt in to
+    running it."""
+
+
 class UnknownNameError(ZooError, KeyError):
     """A registry lookup failed; the message lists the valid names."""
 

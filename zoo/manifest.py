@@ -43,6 +43,9 @@ MAX_IMAGES = 10**8
 MAX_BATCH = 2**20
 MAX_EPOCHS = 10_000
 MAX_MODELS = 1_000_000
+#: Checkpoints (models x checkpoint epochs) a zoo may plan: ten times the largest published zoos' count, and a bound
+#: on what a plan, a status or a metadata read of a stranger's store may cost.
+MAX_CHECKPOINTS = 10_000_000
 MAX_SEED = 2**62
 
 
@@ -206,6 +209,10 @@ class Manifest:
     checkpoint_epochs: tuple[int, ...]
     _raw: Mapping[str, Any] = field(compare=False, repr=False)
     images: Mapping[str, Any] = field(default_factory=dict)  # inr zoos: split, start, count
+    #: Whether the caller wrote this manifest (a file given to ``zoo build``, a dict given to ``build``): only then
+    #: may its architecture factory be imported and called (``Architecture.trusted``). A manifest read from a store
+    #: or an export is data, and is not.
+    trust_code: bool = field(default=False, compare=False, repr=False)
 
     @property
     def kind(self) -> str:
@@ -219,8 +226,24 @@ class Manifest:
 
     # --- loading ---------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<manifest>") -> Manifest:
-        """Validate a parsed manifest (a TOML table) and expand its population; ``source`` names it in errors."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<manifest>", *, trust_code: bool = False
+                  ) -> Manifest:
+        """Validate a parsed manifest (a TOML table) and expand its population; ``source`` names it in errors.
+        ``trust_code``: the caller wrote it, so a factory it names may run (see ``trust_code`` above).
+
+        Validation never imports or builds anything an architecture names; a manifest nested too deeply for
+        validation is refused like any other bad one."""
+        try:
+            return cls._from_dict(data, source, trust_code)
+        except RecursionError:
+            raise ManifestError(f"{source}: nested too deeply to be a manifest") from None
+
+    def trusted(self) -> Manifest:
+        """This manifest, as the caller's own (``trust_code``): what a build does with the manifest it is given."""
+        return self if self.trust_code else Manifest.from_dict(self._raw, self.source, trust_code=True)
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], source: str, trust_code: bool) -> Manifest:
         r = _Reader(source)
         if not isinstance(data, Mapping):
             raise r.error("", "a manifest is a table")
@@ -246,7 +269,8 @@ class Manifest:
         if isinstance(images.get("indices"), dict) and "split" not in data["images"]:
             # a table of images by split: images.split names the first split listed (one split: that one)
             images["split"] = next((s for s in IMAGE_SPLITS if s in images["indices"]), images["split"])
-        manifest = cls(source, zoo, dataset, architecture, training, population, epochs, dict(data), images)
+        manifest = cls(source, zoo, dataset, architecture, training, population, epochs, dict(data), images,
+                       trust_code)
         manifest._validate(r)
         return manifest
 
@@ -558,7 +582,8 @@ class Manifest:
             if key not in resolved:
                 name = arch.pop("name")
                 try:
-                    resolved[key] = definition(name).resolve(shape, classes, arch, where="architecture")
+                    resolved[key] = definition(name).resolve(shape, classes, arch, where="architecture",
+                                                             trusted=self.trust_code)
                 except ZooError as e:
                     raise ManifestError(f"{self.source}: {e}") from None
             configs.append((resolved[key], training, seeds))
@@ -568,6 +593,10 @@ class Manifest:
         total = len(configs) * len(images) * max(len(seeds) for _, _, seeds in configs)
         if total > MAX_MODELS:
             raise r.error("population", f"{total} models (configurations x images x seeds); at most {MAX_MODELS}")
+        if total * len(self.checkpoint_epochs) > MAX_CHECKPOINTS:  # counted before any model is expanded
+            raise r.error("population", f"{total} models x {len(self.checkpoint_epochs)} checkpoint epochs give "
+                                        f"{total * len(self.checkpoint_epochs)} checkpoints; at most "
+                                        f"{MAX_CHECKPOINTS}")
         for architecture, training, seeds in configs:
             for image in images:  # inr zoos: each image gets a network (per seed); classifiers: one pass
                 for seed in seeds:
@@ -702,8 +731,9 @@ def _checkpoint_epochs(r: _Reader, value: Any, epochs: int) -> tuple[int, ...]:
     return tuple(sorted(value))
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest file; raises ``ManifestError`` naming the file and field."""
+def load_manifest(path: str | Path, *, trust_code: bool = True) -> Manifest:
+    """Read and validate a manifest file; raises ``ManifestError`` naming the file and field. A file the user
+    names is the user's own (``trust_code``: its factory may run when the zoo is built)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -715,4 +745,8 @@ def load_manifest(path: str | Path) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ManifestError(f"{path}: not valid TOML: {e}") from None
-    return Manifest.from_dict(data, source=str(path))
+    except ValueError as e:  # an integer of more digits than Python converts (int_max_str_digits)
+        raise ManifestError(f"{path}: not a usable TOML manifest: {e}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ManifestError(f"{path}: not a usable TOML manifest: values nested too deeply") from None
+    return Manifest.from_dict(data, source=str(path), trust_code=trust_code)

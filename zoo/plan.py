@@ -106,14 +106,30 @@ class Plan:
 
     @cached_property
     def units(self) -> tuple[Unit, ...]:
-        """Every unit, group-major then epoch; ``unit_id`` is the index in this tuple."""
-        units: list[Unit] = []
+        """Every unit, group-major then epoch; ``unit_id`` is the index in this tuple. What only needs counts or
+        a few units uses ``unit_count`` and ``unit`` instead, which materialize nothing."""
+        return tuple(self.unit(u) for u in range(self.unit_count))
+
+    @property
+    def unit_count(self) -> int:
+        """Units of the zoo: groups x checkpoint epochs."""
+        return len(self.groups) * len(self.epochs)
+
+    def unit(self, unit_id: int) -> Unit:
+        """The unit of that id, computed (group-major, then epoch); an id outside the plan is a ``ZooError``."""
         e = len(self.epochs)
+        if not (isinstance(unit_id, int) and 0 <= unit_id < self.unit_count):
+            raise ZooError(f"unit {unit_id!r}: the plan has units 0 to {self.unit_count - 1}")
+        g, j = self.groups[unit_id // e], unit_id % e
+        return Unit(unit_id, g.arch_id, g.group, self.epochs[j], j, g.model_ids,
+                    (g.index_in_arch * e + j) * self.group_size)
+
+    def units_per_arch(self) -> dict[str, int]:
+        """Architecture id -> its units, counted."""
+        out: dict[str, int] = {}
         for g in self.groups:
-            for j, epoch in enumerate(self.epochs):
-                row = (g.index_in_arch * e + j) * self.group_size
-                units.append(Unit(len(units), g.arch_id, g.group, epoch, j, g.model_ids, row))
-        return tuple(units)
+            out[g.arch_id] = out.get(g.arch_id, 0) + len(self.epochs)
+        return out
 
     @cached_property
     def units_of(self) -> dict[int, tuple[Unit, ...]]:
@@ -147,7 +163,7 @@ class Plan:
             "models": len(self.manifest.models),
             "checkpoints": self.checkpoints,
             "checkpoint_epochs": list(self.epochs),
-            "units": len(self.units),
+            "units": self.unit_count,
             "groups": len(self.groups),
             "group_size": self.group_size,
             "plan_version": self.version,

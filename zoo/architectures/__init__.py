@@ -46,10 +46,11 @@ def get_architecture(name: str, in_shape: tuple[int, int, int], num_classes: int
     ``name`` is a registered architecture (its options as keywords), ``"torchvision:NAME"`` or a factory's
     ``"package.module:function"`` (their constructor's keyword arguments as keywords, e.g.
     ``get_architecture("torchvision:VisionTransformer", (3, 32, 32), 10, patch_size=4, num_layers=4,
-    num_heads=4, hidden_dim=64, mlp_dim=128)``)."""
+    num_heads=4, hidden_dim=64, mlp_dim=128)``). The caller names the architecture, so a factory it names is
+    imported and called (``Architecture.trusted``)."""
     if is_external(name):
         options = {"kwargs": kwargs_json(options)}
-    return definition(name).resolve(in_shape, num_classes, options)
+    return definition(name).resolve(in_shape, num_classes, options, trusted=True)  # the caller named it
 
 
 __all__ = ["ACTIVATIONS", "ARCHITECTURES", "ArchDef", "Architecture", "Option", "definition", "get_architecture",

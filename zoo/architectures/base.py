@@ -9,13 +9,14 @@ module (``derive.py``), never written by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ZooError, allowed_text
+from ..errors import UntrustedCodeError, ZooError, allowed_text
 from ..fields import Field
 from ..layout import Layout
 from ..symmetry import SymmetrySpec
@@ -105,11 +106,17 @@ class ArchDef:
     #: Whether what is read off the module (layout, spec) may be kept in the on-disk cache: not for a user's
     #: factory, whose code the cache key cannot see.
     cacheable: bool = True
+    #: Whether building the module imports and calls code that the architecture's *name* points at (a
+    #: ``package.module:function`` factory). Such a module is built only for a trusted ``Architecture``: one the
+    #: caller named (``get_architecture``, a manifest file given to ``zoo build``), never one read from a store or
+    #: an export (docs/design.md, "Data never runs code").
+    runs_named_code: bool = False
 
     def resolve(self, in_shape: tuple[int, int, int], num_classes: int, options: Mapping[str, Any] | None = None,
-                where: str = "architecture") -> Architecture:
+                where: str = "architecture", trusted: bool = False) -> Architecture:
         """Check the options against the declaration (unknown ones, types, choices) and the input side against
-        ``min_side``, filling in defaults; a refusal is a ``ZooError`` naming the field under ``where``."""
+        ``min_side``, filling in defaults; a refusal is a ``ZooError`` naming the field under ``where``.
+        ``trusted``: the caller named this architecture itself, so a factory it names may be called."""
         options = dict(options or {})
         unknown = set(options) - set(self.options)
         if unknown:
@@ -122,17 +129,23 @@ class ArchDef:
             raise ZooError(f"field '{where}.name': {self.name!r} takes inputs of at least {side}x{side} pixels; the "
                            f"dataset gives {in_shape[1]}x{in_shape[2]} (see dataset.resize / dataset.center_crop)")
         return Architecture(self.name, (int(in_shape[0]), int(in_shape[1]), int(in_shape[2])), int(num_classes),
-                            json.dumps(full, sort_keys=True))
+                            json.dumps(full, sort_keys=True), trusted=trusted)
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """One architecture resolved for an input shape, class count and options."""
+    """One architecture resolved for an input shape, class count and options.
+
+    ``trusted`` says where the value came from, not what it is (it takes no part in equality): True when the
+    caller named the architecture (``get_architecture``, a manifest given to a build), False when it was read from
+    data (a store's attributes, an export's descriptor). An untrusted factory is never imported or called:
+    ``module`` refuses it, naming the factory and how to opt in."""
 
     name: str
     in_shape: tuple[int, int, int]
     num_classes: int
     options_json: str = field(default="{}")
+    trusted: bool = field(default=False, compare=False, repr=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -174,9 +187,17 @@ class Architecture:
         return json.dumps([self.name, list(self.in_shape), self.num_classes, shaping], sort_keys=True)
 
     def module(self) -> nn.Module:
-        """A freshly initialized module (torch's default init), in train mode."""
+        """A freshly initialized module (torch's default init), in train mode. An untrusted factory is refused
+        (``UntrustedCodeError``) before anything is imported."""
+        definition = self.definition
+        if definition.runs_named_code and not self.trusted:
+            raise UntrustedCodeError(
+                f"architecture factory {self.name!r}: refused to import and call it, because its name was read from "
+                "data (a store, an export, or a manifest not marked as your own), and data never runs code; if you "
+                "trust this zoo's code, opt in with Zoo.module(..., trust_code=True), or pass the function itself: "
+                "Zoo.module(..., factory=fn) (a manifest you wrote: Manifest.from_dict(..., trust_code=True))")
         try:
-            return self.definition.build(self.in_shape, self.num_classes, **self.options)
+            return definition.build(self.in_shape, self.num_classes, **self.options)
         except ZooError:
             raise
         except Exception as e:  # a torchvision model or a user's factory refusing its arguments
@@ -234,5 +255,17 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Architecture:
-        """Inverse of ``to_dict``; trusts its input (options are not checked again)."""
+        """Inverse of ``to_dict``; its options are not checked again, and the result is untrusted (it came from
+        data: a factory it names is never called)."""
         return cls(d["name"], tuple(d["in_shape"]), int(d["num_classes"]), json.dumps(d["options"], sort_keys=True))
+
+    def trusting(self) -> Architecture:
+        """This architecture, marked as named by the caller (a factory it names may be imported and called)."""
+        return dataclasses.replace(self, trusted=True)
+
+    def pin(self, layout: Layout, symmetry: SymmetrySpec) -> Architecture:
+        """Take ``layout`` and ``symmetry`` as this architecture's (a store's or an export's stored ones), so that
+        reading them never builds the module; returns self."""
+        self.__dict__["layout"] = layout  # what cached_property would have stored
+        self.__dict__["symmetry"] = symmetry
+        return self

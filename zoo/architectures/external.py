@@ -59,13 +59,30 @@ def external_definition(name: str) -> ArchDef:
     if not FACTORY.match(name):
         raise UnknownNameError(f"architecture factory {name!r}: expected 'package.module:function'")
     return ArchDef(name, {"kwargs": KWARGS}, functools.partial(_factory, name), f"the factory {name}",
-                   cacheable=False)
+                   cacheable=False, runs_named_code=True)
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether ``value`` is a JSON scalar or a list of such (nested lists too): what a stored constructor argument
+    may be. A table could stand for a configuration object that a constructor turns into code paths."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, list) and all(_plain_json(v) for v in value)
 
 
 def _torchvision(model: str, in_shape: Sequence[int], num_classes: int, kwargs: str = "{}") -> nn.Module:
+    """torchvision's own builder or model class of that name: only names torchvision's registry lists, or an
+    ``nn.Module`` class of ``torchvision.models``, so a stored name can reach nothing else."""
     import torchvision.models as tvm
+    from torch import nn
 
     kw = json.loads(kwargs)
+    if not isinstance(kw, dict):
+        raise ZooError(f"torchvision:{model}: kwargs {kwargs!r}; expected a JSON object of keyword arguments")
+    for key, value in kw.items():
+        if not _plain_json(value):
+            raise ZooError(f"torchvision:{model}: argument {key!r} = {value!r}; a torchvision model's arguments are "
+                           "JSON scalars (numbers, strings, booleans, null) or lists of them")
     if kw.get("weights") is not None:
         raise ZooError(f"torchvision:{model}: weights={kw['weights']!r}; a zoo trains from scratch (weights=None), "
                        "and nothing is downloaded")
@@ -75,8 +92,8 @@ def _torchvision(model: str, in_shape: Sequence[int], num_classes: int, kwargs: 
         kw["weights"] = None
         takes_image_size = model.startswith(("vit_", "maxvit"))
     else:
-        fn = getattr(tvm, model, None)
-        if not inspect.isclass(fn):
+        fn = getattr(tvm, model, None) if not model.startswith("_") else None
+        if not (inspect.isclass(fn) and issubclass(fn, nn.Module)):
             names = tvm.list_models(module=tvm)
             raise UnknownNameError(f"torchvision:{model}: not a classification model of torchvision.models "
                                    f"({len(names)} names, e.g. {', '.join(names[:4])}; or a model class such as "
@@ -105,8 +122,13 @@ def first_conv_for(module: nn.Module, channels: int) -> None:
 
 
 def _factory(path: str, in_shape: Sequence[int], num_classes: int, kwargs: str = "{}") -> nn.Module:
-    from torch import nn
+    """Import the factory ``package.module:function`` and call it (only for a trusted architecture:
+    ``Architecture.module`` checks before this runs)."""
+    return call_factory(_import_factory(path), path, in_shape, num_classes, kwargs)
 
+
+def _import_factory(path: str) -> Any:
+    """The function ``package.module:function`` names, imported."""
     module_name, _, fn_name = path.partition(":")
     try:
         mod = importlib.import_module(module_name)
@@ -116,6 +138,14 @@ def _factory(path: str, in_shape: Sequence[int], num_classes: int, kwargs: str =
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise ZooError(f"architecture factory {path!r}: {module_name} has no function {fn_name!r}")
+    return fn
+
+
+def call_factory(fn: Any, path: str, in_shape: Sequence[int], num_classes: int, kwargs: str = "{}") -> nn.Module:
+    """``fn(**kwargs)``, with ``in_shape`` and ``num_classes`` filled in where it takes them; ``path`` names the
+    architecture in errors."""
+    from torch import nn
+
     kw = json.loads(kwargs)
     params = inspect.signature(fn).parameters
     open_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +21,7 @@ from ..manifest import Manifest
 from ..plan import Plan
 from ..symmetry import SymmetrySpec
 from . import format as fmt
+from .attributes import architecture_attrs, check_attributes, check_plan, stored_manifest
 from .rows import RowReader, check_rows
 
 if TYPE_CHECKING:  # state dicts and modules import torch when asked for; reading metadata needs none
@@ -66,6 +67,9 @@ class Zoo:
             hint = ("; check the URL, and the credentials and endpoint (storage_options, or environment variables "
                     "such as AWS_ENDPOINT_URL)" if self.local is None else "")
             raise StoreNotFoundError(f"{self.url}: no weightzoo store here ({type(e).__name__}){hint}") from None
+        except (ValueError, TypeError, RecursionError, MemoryError) as e:  # a zarr.json that is no metadata
+            raise StoreError(f"{self.url}: zarr.json is not valid group metadata ({type(e).__name__}: "
+                             f"{str(e)[:200]})") from None
         attrs = self.group.attrs.asdict().get(fmt.ATTRS_KEY)
         if not attrs or not isinstance(attrs, dict) or attrs.get("format") != fmt.FORMAT_NAME:
             raise StoreNotFoundError(f"{self.url}: a zarr group, but not a weightzoo store (no '{fmt.ATTRS_KEY}' "
@@ -73,7 +77,9 @@ class Zoo:
         if attrs.get("format_version") not in fmt.READABLE_VERSIONS:
             raise StoreError(f"{self.url}: format version {attrs.get('format_version')!r}; this library reads "
                              f"{', '.join(map(str, fmt.READABLE_VERSIONS))}")
+        check_attributes(attrs, self.url)
         self.attrs: dict[str, Any] = attrs
+        self._described: dict[str, tuple[Layout, SymmetrySpec]] = {}
         self._readers: dict[str, RowReader] = {}
         self._arrays: dict[str, zarr.Array] = {}
         self._metadata: pa.Table | None = None
@@ -127,13 +133,16 @@ class Zoo:
     # --- description -----------------------------------------------------------------
     @cached_property
     def manifest(self) -> Manifest:
-        """The manifest the store was created from, read from its attributes (the file need not exist)."""
-        return Manifest.from_dict(self.attrs["manifest"], source=f"{self.url} (manifest attribute)")
+        """The manifest the store was created from, read from its attributes (the file need not exist). It is data:
+        its architectures carry the stored layouts and specs, and a factory it names is never called."""
+        return stored_manifest(self.attrs, self.url)
 
     @cached_property
     def plan(self) -> Plan:
         """The plan under the store's recorded group size and plan version: rows are found where they were written."""
-        return Plan(self.manifest, self.attrs["group_size"], self.attrs.get("plan_version", 1))
+        plan = Plan(self.manifest, self.attrs["group_size"], self.attrs.get("plan_version", 1))
+        check_plan(plan, self.attrs, self.url)
+        return plan
 
     @property
     def arch_ids(self) -> list[str]:
@@ -151,24 +160,49 @@ class Zoo:
         """The resolved architecture stored for ``arch_id``; an unknown id raises ``ZooError`` listing the store's."""
         return Architecture.from_dict(self._arch_attrs(arch_id)["architecture"])
 
+    def _description(self, arch_id: str) -> tuple[Layout, SymmetrySpec]:
+        if arch_id not in self._described:
+            self._described[arch_id] = architecture_attrs(self._arch_attrs(arch_id),
+                                                          f"{self.url}: architectures[{arch_id!r}]")
+        return self._described[arch_id]
+
     def layout(self, arch_id: str) -> Layout:
-        """Where each tensor sits in a row of ``arch_id``'s weights, as stored (no torch needed)."""
-        return Layout.from_dict(self._arch_attrs(arch_id)["layout"])
+        """Where each tensor sits in a row of ``arch_id``'s weights, as stored (no torch needed), checked."""
+        return self._description(arch_id)[0]
 
     def symmetry(self, arch_id: str) -> SymmetrySpec:
-        """The symmetry table stored for ``arch_id``."""
-        return SymmetrySpec.from_dict(self._arch_attrs(arch_id)["symmetry"])
+        """The symmetry table stored for ``arch_id``, checked against its layout."""
+        return self._description(arch_id)[1]
 
     def weights(self, arch_id: str) -> zarr.Array:
         """The raw zarr array of ``arch_id``'s rows; only rows named by ``metadata`` hold a committed checkpoint."""
         self._check_process()
         if arch_id not in self._arrays:
             self._arch_attrs(arch_id)
-            array = self.group[f"{fmt.WEIGHTS_GROUP}/{arch_id}"]
+            name = f"{fmt.WEIGHTS_GROUP}/{arch_id}"
+            try:
+                array = self.group[name]
+            except KeyError:
+                raise StoreError(f"{self.url}: {name} is missing; the store is incomplete") from None
+            except (ValueError, TypeError, RecursionError, MemoryError) as e:
+                raise StoreError(f"{self.url}: {name}/zarr.json is not valid array metadata ({type(e).__name__}: "
+                                 f"{str(e)[:200]})") from None
             if not isinstance(array, zarr.Array):
-                raise StoreError(f"{self.url}: {fmt.WEIGHTS_GROUP}/{arch_id} is a group, not an array")
+                raise StoreError(f"{self.url}: {name} is a group, not an array")
+            self._check_array(name, array, arch_id)
             self._arrays[arch_id] = array
         return self._arrays[arch_id]
+
+    def _check_array(self, name: str, array: zarr.Array, arch_id: str) -> None:
+        """The array is what the attributes describe: float32, (rows, row length), one unit per shard."""
+        expected = (self._arch_attrs(arch_id)["rows"], self.layout(arch_id).size)
+        if tuple(array.shape) != expected or array.dtype != np.float32:
+            raise StoreError(f"{self.url}: {name} is a {array.dtype} array of shape {tuple(array.shape)}; the "
+                             f"attributes describe float32 {expected} (rows, row length)")
+        shard_rows = array.shards[0] if array.shards else array.chunks[0]
+        if shard_rows != self.attrs["group_size"]:
+            raise StoreError(f"{self.url}: {name} has shards of {shard_rows} rows; the group size is "
+                             f"{self.attrs['group_size']}")
 
     # --- metadata --------------------------------------------------------------------
     def metadata_files(self) -> list[str]:
@@ -188,7 +222,8 @@ class Zoo:
         parts = [n for n in names if n.startswith(fmt.PART_PREFIX) and n.endswith(".parquet")]
         covered: set[int] = set()
         for name in parts:
-            covered.update(_read_parquet(fs, f"{directory}/{name}", columns=["unit"]).column("unit").to_pylist())
+            covered.update(_read_parquet(fs, f"{directory}/{name}", columns=["unit"], max_rows=self._max_rows
+                                         ).column("unit").to_pylist())
         fragment_units = {n: u for n in names if (u := fmt.unit_of_fragment(n)) is not None and u not in covered}
         fragments = list(fragment_units)
         units = covered | set(fragment_units.values())
@@ -213,10 +248,18 @@ class Zoo:
         if self._metadata is None:
             fs, _ = self.fs
             schema = self.schema
-            tables = [_conform(_read_parquet(fs, f), schema) for f in self.metadata_files()]
+            tables = [_conform(_read_parquet(fs, f, max_rows=self._max_rows), schema) for f in self.metadata_files()]
+            if sum(t.num_rows for t in tables) > self.plan.checkpoints:
+                raise StoreError(f"{self.url}: the metadata holds {sum(t.num_rows for t in tables)} rows; the plan "
+                                 f"has {self.plan.checkpoints} checkpoints")
             table = pa.concat_tables(tables) if tables else schema.empty_table()
             self._metadata = table.sort_by([("model_id", "ascending"), ("epoch", "ascending")])
         return self._metadata
+
+    @property
+    def _max_rows(self) -> int:
+        """Rows one metadata file may declare: no more than the plan's checkpoints (checked before it is read)."""
+        return self.plan.checkpoints
 
     def done_units(self) -> set[int]:
         """Committed units: from the loaded metadata if any (one consistent view), else from a listing."""
@@ -244,7 +287,7 @@ class Zoo:
         self._check_process()
         if arch_id not in self._readers:
             self._readers[arch_id] = RowReader(self.weights(arch_id), self.local,
-                                               remote=self.fs if self.local is None else None)
+                                               remote=self.fs if self.local is None else None, store=self.url)
         return self._readers[arch_id]
 
     def read_rows(self, arch_id: str, rows: Sequence[int] | np.ndarray, *, verify: bool | None = None
@@ -258,20 +301,28 @@ class Zoo:
 
     def check_rows(self, arch_id: str, rows: Sequence[int] | np.ndarray, values: np.ndarray) -> None:
         """Raise a ``StoreError`` naming the model and epoch of the first of ``rows`` whose ``values`` differ
-        from its recorded checksum (rows of no committed checkpoint have none and pass)."""
+        from its recorded checksum (rows of no committed checkpoint have none and pass; a row outside the array
+        is a ``StoreError`` too)."""
+        rows = self.reader(arch_id).checked_rows(rows)
         if arch_id not in self._checksums:
+            # sized by the metadata, never by the rows the array declares: its rows sorted, then searched
             m = self.metadata
-            n = self.reader(arch_id).rows
-            crc, model, epoch = np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full(n, -1, np.int64)
             mine = np.asarray([a == arch_id for a in m.column("arch").to_pylist()], dtype=bool)
-            at = np.asarray(m.column("row").to_pylist(), dtype=np.int64)[mine]
-            for target, column in ((crc, "crc32"), (model, "model_id"), (epoch, "epoch")):
-                target[at] = np.asarray(m.column(column).to_pylist(), dtype=np.int64)[mine]
-            self._checksums[arch_id] = crc, model, epoch
-        crc, model, epoch = self._checksums[arch_id]
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        check_rows(values, crc[rows], lambda i: f"model {model[rows[i]]} epoch {epoch[rows[i]]} ({arch_id} row "
-                                                f"{rows[i]})", self.url)
+
+            def column(name: str) -> np.ndarray:
+                return np.asarray(m.column(name).fill_null(-1).to_numpy(), dtype=np.int64)[mine]
+
+            at = column("row")
+            order = np.argsort(at, kind="stable")
+            ids = np.stack([column("model_id")[order], column("epoch")[order]], axis=1)
+            self._checksums[arch_id] = at[order], column("crc32")[order], ids
+        at, crc, ids = self._checksums[arch_id]
+        if not at.size:
+            return
+        pos = np.minimum(np.searchsorted(at, rows), at.size - 1)
+        expected = np.where(at[pos] == rows, crc[pos], -1)
+        check_rows(values, expected, lambda i: f"model {ids[pos[i], 0]} epoch {ids[pos[i], 1]} ({arch_id} row "
+                                               f"{rows[i]})", self.url)
 
     def state_dict(self, model_id: int, epoch: int) -> dict[str, torch.Tensor]:
         """The checkpoint as PyTorch's ``state_dict`` (fresh tensors; BatchNorm's counter is not stored)."""
@@ -281,15 +332,39 @@ class Zoo:
         flat = torch.from_numpy(self.read_rows(arch_id, [row])[0])
         return {k: v.clone() for k, v in self.layout(arch_id).unflatten(flat).items()}
 
-    def module(self, model_id: int, epoch: int) -> nn.Module:
-        """The model's ``nn.Module`` with the checkpoint's weights, in eval mode."""
+    def module(self, model_id: int, epoch: int, *, trust_code: bool = False,
+               factory: Callable[..., nn.Module] | None = None) -> nn.Module:
+        """The model's ``nn.Module`` with the checkpoint's weights, in eval mode.
+
+        The module is built from the registered architectures or torchvision's own models. A zoo of a user's
+        factory (``package.module:function``) names code, and a store is data: that factory is imported and called
+        only with ``trust_code=True``, or pass the function itself as ``factory`` (it is called with the stored
+        keyword arguments, and ``in_shape``/``num_classes`` where it takes them). Either way the module is first
+        built on torch's meta device and must have the stored layout exactly, so nothing is allocated for a
+        module the store's rows do not describe."""
         import torch
 
         arch_id, row = self.locate(model_id, epoch)
-        spec = self.manifest.models[int(model_id)]
-        module = spec.architecture.module()
+        architecture = self.manifest.models[int(model_id)].architecture
+        layout = self.layout(arch_id)
+
+        def build() -> nn.Module:
+            if factory is not None:
+                from ..architectures.external import call_factory
+
+                return call_factory(factory, architecture.name, architecture.in_shape, architecture.num_classes,
+                                    architecture.options.get("kwargs", "{}"))
+            return (architecture.trusting() if trust_code else architecture).module()
+
+        with torch.device("meta"):
+            planned = Layout.from_module(build())
+        if planned != layout:
+            raise StoreError(f"{self.url}: the module built for architecture {architecture.name!r} has "
+                             f"{planned.size:,} values in {len(planned.tensors)} tensors; the store's layout of "
+                             f"{arch_id!r} has {layout.size:,} in {len(layout.tensors)}: refusing to load it")
+        module = build()
         flat = torch.from_numpy(self.read_rows(arch_id, [row])[0])
-        return self.layout(arch_id).load_into(module, flat).eval()
+        return layout.load_into(module, flat).eval()
 
     def render(self, model_id: int, epoch: int, size: int | tuple[int, int] | None = None) -> torch.Tensor:
         """The image a neural field of an inr zoo represents: (C, H, W) pixel values in [0, 1] (clamped) on a grid
@@ -315,18 +390,18 @@ class Zoo:
     def status(self) -> dict[str, Any]:
         """Build progress (``zoo status``): units and checkpoints done against planned, overall and per
         architecture; ``complete`` once every unit is committed."""
-        done = self.done_units()
-        units = self.plan.units
-        per_arch: dict[str, list[int]] = {}
-        for u in units:
-            per_arch.setdefault(u.arch_id, [0, 0])
-            per_arch[u.arch_id][1] += 1
-            per_arch[u.arch_id][0] += u.unit_id in done
-        return {"store": self.url, "zoo": self.manifest.name, "units_done": len(done & {u.unit_id for u in units}),
-                "units_total": len(units), "checkpoints_done": self.metadata.num_rows,
-                "checkpoints_total": self.plan.checkpoints,
+        plan = self.plan
+        total = plan.unit_count
+        done = {u for u in self.done_units() if isinstance(u, int) and 0 <= u < total}  # counted, not listed
+        per_arch = {a: [0, n] for a, n in plan.units_per_arch().items()}
+        epochs = len(plan.epochs)
+        for u in done:
+            per_arch[plan.groups[u // epochs].arch_id][0] += 1
+        return {"store": self.url, "zoo": self.manifest.name, "units_done": len(done),
+                "units_total": total, "checkpoints_done": self.metadata.num_rows,
+                "checkpoints_total": plan.checkpoints,
                 "architectures": {a: {"units_done": d, "units_total": t} for a, (d, t) in per_arch.items()},
-                "complete": len(done) >= len(units)}
+                "complete": len(done) >= total}
 
     def nbytes(self) -> int:
         """Bytes the whole store occupies; it lists every file, so it is slow on a large remote store."""
@@ -370,11 +445,21 @@ def open_zoo(path: str | Path, *, storage_options: dict | None = None, verify: b
     return Zoo(path, storage_options=storage_options, verify=verify)
 
 
-def _read_parquet(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+def _read_parquet(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None,
+                  max_rows: int | None = None) -> pa.Table:
     """One Parquet file through its ``ParquetFile``: unlike ``pq.read_table`` it needs no ``pyarrow.dataset``,
-    whose import (pandas with it) would double the start-up of ``zoo info``."""
-    with fs.open(path, "rb") as f:
-        return pq.ParquetFile(f).read(columns=columns)
+    whose import (pandas with it) would double the start-up of ``zoo info``. ``max_rows``: the most rows the file
+    may declare in its footer, checked before any column is read (a few hundred bytes of a stranger's file can
+    declare millions of rows)."""
+    try:
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            if max_rows is not None and pf.metadata.num_rows > max_rows:
+                raise StoreError(f"{path}: declares {pf.metadata.num_rows} rows; the store's plan allows at most "
+                                 f"{max_rows}")
+            return pf.read(columns=columns)
+    except (OSError, pa.ArrowException) as e:
+        raise StoreError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

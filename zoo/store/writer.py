@@ -160,6 +160,14 @@ class ZooWriter(Zoo):
         self._direct: dict[str, bool] = {}  # arch -> shards encoded here (fast_path_ok), asked once per array
         self._hparams: dict[tuple[int, ...], dict[str, pa.Array]] = {}  # model ids -> hyperparameter columns
 
+    def adopt(self, manifest: Manifest) -> ZooWriter:
+        """Take the caller's ``manifest`` (equal to the stored one) as this writer's: a build then builds modules
+        from the manifest it was given (its own, trusted), not from the store's copy (data). Returns self."""
+        if self.attrs["manifest"] != manifest.to_dict():
+            raise StoreError(f"{self.url}: the store holds another manifest than the one given")
+        self.__dict__["manifest"] = manifest
+        return self
+
     # --- the commit protocol -------------------------------------------------------------
     def write_unit(self, unit: Unit, weights: np.ndarray | torch.Tensor, records: Sequence[Mapping[str, Any]],
                    *, _after_weights: Callable[[], None] | None = None) -> None:
@@ -394,7 +402,7 @@ def _store_attributes(manifest: Manifest, plan: Plan, compressor: str | None) ->
         "plan_version": plan.version,
         "checkpoint_epochs": list(plan.epochs),
         "models": len(manifest.models),
-        "units": len(plan.units),
+        "units": plan.unit_count,
         "compressor": compressor,
         "architectures": archs,
         "metadata": {"directory": fmt.METADATA_DIR, "schema": [
@@ -428,7 +436,7 @@ def create(path: str | Path, manifest: Manifest, *, group_size: int | None = Non
             raise StoreError(f"{path}: the store was created with group size {existing.attrs['group_size']}, "
                              f"not {group_size}; rerun with --group-size {existing.attrs['group_size']}")
         _create_arrays(existing.group, existing.attrs)  # a creator that died between group and arrays
-        return existing
+        return existing.adopt(manifest)
     if not is_url(path):
         local = local_path(path)
         if local.exists() and (not local.is_dir() or any(local.iterdir())):
@@ -449,7 +457,7 @@ def create(path: str | Path, manifest: Manifest, *, group_size: int | None = Non
         _create_arrays(group, attrs)
     except (FileNotFoundError, PermissionError) as e:  # e.g. no such bucket, no write permission
         raise StoreError(f"{path}: cannot create a store here ({type(e).__name__}: {e})") from None
-    return ZooWriter(path, storage_options=storage_options, durable=durable)
+    return ZooWriter(path, storage_options=storage_options, durable=durable).adopt(manifest)
 
 
 def _create_arrays(group: zarr.Group, attrs: dict[str, Any]) -> None:
