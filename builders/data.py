@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from builders.importers import safepaths
 from zoo.datasets import dataset_info
 from zoo.errors import ZooError
 from zoo.manifest import SECTIONS
@@ -110,8 +111,8 @@ def _read_rgb(paths: list[Path]) -> torch.Tensor:
     if not paths:
         raise FileNotFoundError("no *.JPEG images found")
 
-    def read(p: Path) -> np.ndarray:
-        with Image.open(p) as im:
+    def read(p: Path) -> np.ndarray:  # a regular file, never a link or a FIFO (safepaths)
+        with os.fdopen(safepaths.open_regular(p), "rb") as f, Image.open(f) as im:
             return np.asarray(im.convert("RGB"))  # a few Tiny-ImageNet images are grayscale
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(read, paths, chunksize=256))
@@ -128,11 +129,26 @@ def _load_tiny_imagenet(root: Path, download: bool) -> Raw:
         download_and_extract_archive(_TINY_URL, str(root), md5=_TINY_MD5)
     if not (base / "train").is_dir() or not annotations.is_file():
         raise FileNotFoundError(f"{base / 'train'} or {annotations} is missing")
+    # the folder is data: a link in it could point anywhere, an annotation entry could name any path
+    linked = next((d for d in (base / "train").iterdir() if d.is_symlink()), None)
+    if linked is not None:
+        safepaths.check_folder(linked)
     wnids = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())  # class index = ImageFolder's
     index = {w: i for i, w in enumerate(wnids)}
+    for w in wnids:
+        safepaths.check_folder(base / "train" / w / "images")
     train = [(p, index[w]) for w in wnids for p in sorted((base / "train" / w / "images").glob("*.JPEG"))]
-    rows = [line.split("\t") for line in annotations.read_text().splitlines() if line.strip()]
-    test = [(base / "val" / "images" / r[0], index[r[1]]) for r in rows]
+    test = []
+    images = base / "val" / "images"
+    for n, line in enumerate(safepaths.read_text(annotations).splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        where = f"{annotations}: line {n}"
+        if len(fields) < 2 or fields[1] not in index:
+            wnid = fields[1] if len(fields) > 1 else None
+            raise ZooError(f"{where}: class {wnid!r} is not one of the {len(wnids)} folders of {base / 'train'}")
+        test.append((safepaths.inside(images, fields[0], where), index[fields[1]]))
     return (_read_rgb([p for p, _ in train]), _labels([c for _, c in train]),
             _read_rgb([p for p, _ in test]), _labels([c for _, c in test]))
 

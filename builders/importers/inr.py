@@ -67,13 +67,16 @@ from zoo.layout import Layout
 from zoo.manifest import IMAGE_SPLITS, Manifest
 from zoo.registry import Registry
 
-from . import statedicts, torchfile
+from . import safepaths, statedicts, torchfile
 from .common import ImportReport, ImportSource, slug
 from .statedicts import RowSpec, map_state_dict
 from .workers import Workers
 
 __all__ = ["CONVENTIONS", "Convention", "InrFile", "InrSource", "import_inr", "read_inr"]
 
+#: The most parameters an imported INR may have (64 MB of float32 per row): the published sets' have a few
+#: thousand, and the hidden widths come from a file's shapes, so they are checked before anything is built.
+MAX_PARAMS = 2**24
 #: Models per unit of an inr import: INRs are a few KB each, so units of 1,024 (about 5 MB shards) keep a
 #: 70,000-INR set at 69 units rather than the 1,100 of the default group size.
 GROUP_SIZE = 1024
@@ -137,10 +140,18 @@ CONVENTIONS: Registry[Convention] = Registry("INR convention")
 
 # --- walking the folders -----------------------------------------------------------------------------------
 def _walk(src: Path) -> Iterator[tuple[str, list[str], list[str]]]:
-    """``os.walk`` of ``src`` in sorted order (the caller prunes ``dirnames`` in place)."""
-    for dirpath, dirnames, filenames in os.walk(src):
+    """``os.walk`` of ``src`` in sorted order (the caller prunes ``dirnames`` in place). A link to a folder, and a
+    ``.pth`` that is a link or a special file (a FIFO would block the import), is ``safepaths.Refused``, named:
+    an INR folder is data, and a link in it could point anywhere."""
+    for dirpath, dirnames, filenames in os.walk(src):  # never follows links
         dirnames.sort()
         filenames.sort()
+        for name in dirnames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                safepaths.check_folder(os.path.join(dirpath, name))
+        for name in filenames:
+            if name.endswith(".pth"):
+                safepaths.check_regular(os.path.join(dirpath, name))
         yield dirpath, dirnames, filenames
 
 
@@ -164,6 +175,10 @@ def _scan_dwsnets(src: Path) -> Scan:
                 kept.append(name)
                 continue
             file = Path(dirpath, name, *_DWS_FILE)
+            if safepaths.is_link_or_special(file.parent):
+                safepaths.check_folder(file.parent)
+            if safepaths.is_link_or_special(file):
+                safepaths.check_regular(file)
             if not file.is_file():
                 raise ZooError(f"{file}: missing (a DWSNets INR folder {name} holds {'/'.join(_DWS_FILE)})")
             scan.files.append(InrFile(file, _DWS_SPLITS[m["split"].lower()], int(m["index"]), int(m["label"]),
@@ -254,6 +269,10 @@ def read_inr(file: InrFile, convention: Convention
         obj = statedicts._torch_load(path, data)
     if not isinstance(obj, Mapping):
         raise ZooError(f"{path}: expected a state dict (key -> tensor), got {type(obj).__name__}")
+    held = sum(v.nbytes for v in obj.values() if isinstance(v, np.ndarray))
+    if held > len(data):  # views sharing a storage: more values than the file holds
+        raise ZooError(f"{path}: {torchfile.REFUSED} its tensors hold {held} bytes in all, but the file has "
+                       f"{len(data)}; every value must be backed by the file's bytes")
     label = file.label
     layers: dict[int, dict[str, np.ndarray]] = {}
     keys: dict[int, dict[str, str]] = {}
@@ -297,6 +316,17 @@ def read_inr(file: InrFile, convention: Convention
     return layers, keys, label
 
 
+def _check_size(path: Path, hidden: Sequence[int], channels: int) -> None:
+    """The siren that ``hidden`` (read from ``path``'s shapes) implies is at most ``MAX_PARAMS`` and backed by the
+    file's bytes (2 per parameter at least: float16), checked before the architecture is built or a row allocated."""
+    sizes = [2, *hidden, channels]
+    params = sum((i + 1) * o for i, o in zip(sizes[:-1], sizes[1:]))
+    size = os.lstat(path).st_size
+    if params > MAX_PARAMS or 2 * params > size:
+        raise ZooError(f"{path}: hidden widths {list(hidden)} imply {params} parameters, but the file holds {size} "
+                       f"bytes (at least 2 per parameter; at most {MAX_PARAMS} parameters are imported); refused")
+
+
 def _label(path: Path, value: Any) -> int:
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iu":
         return int(value.reshape(-1)[0])
@@ -337,6 +367,7 @@ class InrSource(ImportSource):
         layers, keys, _ = read_inr(first, self.convention)
         hidden = [int(layers[i]["weight"].shape[0]) for i in range(len(layers) - 1)]
         info = DATASETS.get(self.dataset)
+        _check_size(first.path, hidden, info.channels)
         out = layers[len(layers) - 1]["weight"]
         if out.shape[0] != info.channels:
             raise ZooError(f"{first.path}: output layer {keys[len(layers) - 1]['weight']!r} has {out.shape[0]} "

@@ -69,7 +69,7 @@ from zoo.datasets import DATASETS
 from zoo.errors import ZooError, allowed_text
 from zoo.manifest import SECTIONS, Manifest
 
-from . import torchfile
+from . import safepaths, torchfile
 from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest, slug
 from .statedicts import MISSING, IncompleteCheckpoint, RowSpec, load_state_dict, map_state_dict, read_rows
 from .workers import Workers, worker_count
@@ -125,15 +125,30 @@ class Trial:
     results: dict[int, dict[str, float]] = field(default_factory=dict)
     broken: dict[Path, str] = field(default_factory=dict)  # checkpoint file -> why it is unusable (a failed download)
     legacy: list[Path] = field(default_factory=list)  # not zip archives: read whole before writing to know
+    refused: str | None = None  # why the folder is not read at all (a link, a link or FIFO for params.json, ...)
+
+
+def _refused_trial(path: Path, why: str) -> Trial:
+    """A trial folder that is not read (``Trial.refused``): left out with ``skip_incomplete``, else an error."""
+    return Trial(path, "", {}, None, None, refused=why)
+
+
+def _is_regular(file: Path) -> bool:
+    """Whether ``file`` is a regular file; a link or special file there is ``safepaths.Refused`` (never opened)."""
+    try:
+        safepaths.check_regular(file)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
 
 
 def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
     file = trial / "params.json"
-    if not file.is_file():
+    if not _is_regular(file):
         raise ZooError(f"{file}: missing (every trial folder holds params.json, result.json and "
                        "checkpoint_NNNNNN/checkpoints)")
     try:
-        params = json.loads(file.read_text(encoding="utf-8"))
+        params = json.loads(safepaths.read_text(file))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ZooError(f"{file}: not valid JSON ({e})") from None
     if not isinstance(params, dict):
@@ -192,18 +207,27 @@ def _read_params(trial: Path, defaults: Mapping[str, Any]) -> Trial:
 
 
 def _scan_trial(folder: Path, defaults: Mapping[str, Any]) -> Trial:
-    """One trial folder: params.json, result.json, and which checkpoint files it holds (and whether whole)."""
-    trial = _read_params(folder, defaults)
-    _read_results(trial)
+    """One trial folder: params.json, result.json, and which checkpoint files it holds (and whether whole). A folder
+    that is a link, or whose params.json or result.json is one (or a FIFO, ...), is not read (``Trial.refused``)."""
+    try:
+        safepaths.check_folder(folder)
+        trial = _read_params(folder, defaults)
+        _read_results(trial)
+    except safepaths.Refused as e:
+        return _refused_trial(folder, f"{e.path.relative_to(folder) if e.path != folder else '.'}: {e.why}")
     _find_checkpoints(trial)
     return trial
 
 
 def _read_results(trial: Trial) -> None:
     file = trial.path / "result.json"
-    if not file.is_file():
+    if not _is_regular(file):
         raise ZooError(f"{file}: missing (one JSON line per epoch with train/val/test loss and accuracy)")
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = safepaths.read_text(file)
+    except UnicodeDecodeError as e:
+        raise ZooError(f"{file}: not UTF-8 text ({e})") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -230,10 +254,12 @@ def _read_results(trial: Trial) -> None:
 
 
 def _find_checkpoints(trial: Trial) -> None:
-    """Each checkpoint file of the trial, and which are missing, empty or cut short (``torchfile.tail_check``)."""
-    with os.scandir(trial.path) as entries:
-        found = [(e.name, CHECKPOINT_DIR.match(e.name)) for e in entries if e.is_dir()]
-    for name, m in sorted(found):
+    """Each checkpoint file of the trial, and which are missing, empty, cut short or refused
+    (``torchfile.scan_check``: a link, a FIFO, a hostile pickle, a tensor outside its storage, ...)."""
+    with os.scandir(trial.path) as entries:  # a link to a folder is no folder here: it is refused, not followed
+        found = [(e.name, CHECKPOINT_DIR.match(e.name), e.is_symlink()) for e in entries
+                 if e.is_dir(follow_symlinks=False) or (e.is_symlink() and CHECKPOINT_DIR.match(e.name))]
+    for name, m, link in sorted(found):
         if m is None:
             continue
         file = Path(os.path.join(trial.path, name, CHECKPOINT_FILE))  # one Path, not two: thousands of files
@@ -243,9 +269,13 @@ def _find_checkpoints(trial: Trial) -> None:
                            f"(beside {trial.checkpoints[epoch].parent.name})")
         trial.checkpoints[epoch] = file
         try:
-            _, why = torchfile.tail_check(file)
+            if link:
+                safepaths.check_folder(file.parent)
+            _, why = torchfile.scan_check(file)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             why = MISSING
+        except safepaths.Refused as e:
+            why = e.why if e.path == file else f"{e.path.name}: {e.why}"
         if why == torchfile.NOT_ZIP:
             trial.legacy.append(file)
         elif why is not None:
@@ -270,12 +300,25 @@ class ModelZooSource(ImportSource):
         self.base = read_base_manifest(manifest)
         training = dict(self.base.training) if self.base else {k: f.default for k, f in SECTIONS["training"].items()}
         training_defaults = {k: training[k] for k in ("schedule", "batch_size")}  # what trials may leave out
-        folders = sorted(p for p in self.src.iterdir() if p.is_dir() and _looks_like_trial(p))
-        if not folders:
+        # a link to a folder is not followed (it could point anywhere): its trial is refused, named
+        linked = sorted(p for p in self.src.iterdir() if p.is_symlink() and p.is_dir())
+        folders = sorted(p for p in self.src.iterdir() if not p.is_symlink() and p.is_dir() and _looks_like_trial(p))
+        if not folders and not linked:
             raise ZooError(f"{self.src}: no trial folders (folders holding params.json, result.json and "
                            f"checkpoint_NNNNNN/checkpoints), and no {ZOO_PREFIX}* zoo folder below it")
         # each trial folder's files, read and checked; by the worker processes when there are many
-        trials = (workers or Workers(1)).map(functools.partial(_scan_trial, defaults=training_defaults), folders)
+        scanned = (workers or Workers(1)).map(functools.partial(_scan_trial, defaults=training_defaults), folders)
+        scanned += [_refused_trial(p, '.: ' + safepaths.why_not_read(p, 'a folder')) for p in linked]
+        self.skipped_reasons: dict[str, str] = {}
+        for t in sorted(scanned, key=lambda t: t.path):
+            if t.refused is not None:
+                if not skip_incomplete:
+                    raise ZooError(f"{t.path}: trial folder not read ({t.refused}); pass --skip-incomplete to leave "
+                                   "it out")
+                self.skipped_reasons[t.path.name] = t.refused
+        trials = [t for t in scanned if t.refused is None]
+        if not trials:
+            raise ZooError(f"{self.src}: every trial folder is refused ({len(scanned)} of them)")
         archs = {t.arch for t in trials}
         if len(archs) > 1:
             first = {a: next(t.path.name for t in trials if t.arch == a) for a in sorted(archs)}
@@ -287,7 +330,6 @@ class ModelZooSource(ImportSource):
         self.epochs = sorted(set().union(*(t.checkpoints for t in trials)))
         if not self.epochs:
             raise ZooError(f"{self.src}: no checkpoint_NNNNNN/checkpoints in any trial folder")
-        self.skipped_reasons: dict[str, str] = {}
         for t in trials:
             missing = sorted(set(self.epochs) - set(t.checkpoints))
             if t.broken:
@@ -315,7 +357,7 @@ class ModelZooSource(ImportSource):
             self.skipped_reasons.update(truncated)
             self.trials = [t for t in self.trials if t.path.name not in truncated]
             self._describe()
-        self.skipped = [t.path.name for t in trials if t.path.name in self.skipped_reasons]
+        self.skipped = sorted(name for name in {t.path.name for t in scanned} if name in self.skipped_reasons)
         self.skipped_reasons = {n: self.skipped_reasons[n] for n in self.skipped}
 
     # --- the store's description -------------------------------------------------------------------------
@@ -382,7 +424,7 @@ class ModelZooSource(ImportSource):
     def _check_index_dict(self) -> None:
         """``index_dict.json`` (in the zoo folder or the one above), where present: its layers are the registered
         CNN's (number, output and input channels, kernel size)."""
-        file = next((d / "index_dict.json" for d in (self.src, self.src.parent) if (d / "index_dict.json").is_file()),
+        file = next((d / "index_dict.json" for d in (self.src, self.src.parent) if _is_regular(d / "index_dict.json")),
                     None)
         if file is None or self.arch == "resnet18":
             return
@@ -491,7 +533,7 @@ def dataset_hints(zoo: Path) -> list[tuple[str, str]]:
     ``"dataset::dump"``, the zoo folder's name, the name of the folder above it."""
     hints = []
     config = zoo / "config.json"
-    if config.is_file():
+    if _is_regular(config):
         data = _read_json(config)
         dump = data.get("dataset::dump") if isinstance(data, dict) else None
         if isinstance(dump, str):
@@ -507,7 +549,7 @@ def dataset_hints(zoo: Path) -> list[tuple[str, str]]:
 
 def _read_json(file: Path) -> Any:
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(safepaths.read_text(file))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ZooError(f"{file}: not valid JSON ({e}); an interrupted download? Remove or fetch it again") from None
 

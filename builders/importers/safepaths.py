@@ -56,6 +56,11 @@ def _not_read(path: str | os.PathLike[str], st: os.stat_result, expected: str) -
     return Refused(path, f"{kind(st.st_mode)}{target}, not {expected}; not read ({ONLY_REGULAR})")
 
 
+def why_not_read(path: str | os.PathLike[str], expected: str) -> str:
+    """What a path that is not ``expected`` (``a folder``, ``a regular file``) is, and why it is not read."""
+    return _not_read(path, os.lstat(path), expected).why
+
+
 def check_regular(path: str | os.PathLike[str]) -> os.stat_result:
     """``lstat`` of ``path``, which must be a regular file (no link); ``Refused`` otherwise. A missing path raises
     ``FileNotFoundError`` (or ``NotADirectoryError``) as ``os.lstat`` does."""

@@ -25,9 +25,10 @@ are left out with ``skip_incomplete``. ``config.l2reg`` is recorded as ``weight_
 
 from __future__ import annotations
 
-import ast
 import csv
+import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from zoo.errors import ZooError, allowed_text
 from zoo.layout import Layout
 from zoo.manifest import Manifest
 
+from . import safepaths
 from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest
 
 FILES = ("weights.npy", "metrics.csv.gz", "layout.csv")
@@ -79,33 +81,80 @@ def _float(v: Any) -> Any:
         return v
 
 
+#: A layout.csv shape: a tuple (or list) of up to 8 integers, as Keras writes it, e.g. ``(3, 3, 1, 16)``.
+_SHAPE = re.compile(r"\s*[(\[]\s*((?:\d{1,12}\s*,\s*){0,7}\d{1,12})?\s*,?\s*[)\]]\s*")
+#: The longest field of layout.csv read (Keras variable names and shapes are short).
+MAX_FIELD = 1024
+
+
+def _short(value: Any) -> str:
+    """A field as error messages show it: its repr, cut to 60 characters and its length said."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}... ({len(str(value))} characters)"
+
+
+def _read_csv_rows(file: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a small CSV file read as a regular file (no link, no FIFO); a field longer than
+    ``MAX_FIELD`` characters, or a file that is not CSV, is a ``ZooError`` naming the line."""
+    text = safepaths.read_text(file)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        header = list(reader.fieldnames or [])
+        for row in reader:
+            rows.append(row)
+    except csv.Error as e:
+        raise ZooError(f"{file}: line {reader.line_num}: not readable CSV ({e})") from None
+    for n, row in enumerate(rows, start=2):
+        for key, value in row.items():
+            if key is None or value is None:
+                raise ZooError(f"{file}: line {n}: {len(row) - (key is None)} columns; the header has {len(header)}")
+            if len(value) > MAX_FIELD:
+                raise ZooError(f"{file}: line {n}: field {key!r} = {_short(value)}: longer than {MAX_FIELD} "
+                               "characters")
+    return header, rows
+
+
+def _shape(text: str) -> tuple[int, ...] | None:
+    """A Keras shape (``(3, 3, 1, 16)``) as a tuple, or None when ``text`` is not one."""
+    m = _SHAPE.fullmatch(text)
+    if m is None:
+        return None
+    return tuple(int(v) for v in re.findall(r"\d+", m[1] or ""))
+
+
 def read_layout(file: Path, layout: Layout, width: int) -> np.ndarray:
     """Gather index: registered row position -> source row position, from Keras variable placements."""
-    if not file.is_file():
+    if not file.is_file() and not safepaths.is_link_or_special(file):
         raise ZooError(f"{file}: missing (layout.csv places each Keras variable in a row of weights.npy)")
-    with open(file, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("varname", "start_idx", "end_idx", "shape") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ZooError(f"{file}: column {missing[0]!r} is missing; layout.csv has varname, start_idx, end_idx, "
-                           f"shape (got {', '.join(reader.fieldnames or []) or 'no header'})")
-        entries = []
-        for n, row in enumerate(reader, start=2):
-            try:
-                start, end = int(row["start_idx"]), int(row["end_idx"])
-                shape = tuple(ast.literal_eval(row["shape"]))
-            except (ValueError, SyntaxError, TypeError):
-                raise ZooError(f"{file}: line {n}: start_idx {row['start_idx']!r}, end_idx {row['end_idx']!r}, shape "
-                               f"{row['shape']!r}: expected two integers and a tuple of integers") from None
-            if not all(isinstance(s, int) and s > 0 for s in shape) or end - start != math.prod(shape):
-                raise ZooError(f"{file}: line {n}: {row['varname']}: range [{start}, {end}) does not hold shape "
-                               f"{shape}")
-            leaf = row["varname"].rpartition("/")[2]
-            kind = "kernel" if leaf.startswith("kernel") else "bias" if leaf.startswith("bias") else None
-            if kind is None:
-                raise ZooError(f"{file}: line {n}: varname {row['varname']!r}: expected a '.../kernel:0' or "
-                               "'.../bias:0' variable")
-            entries.append((start, end, shape, kind, row["varname"].rpartition("/")[0], n))
+    try:
+        fieldnames, rows = _read_csv_rows(file)
+    except UnicodeDecodeError as err:
+        raise ZooError(f"{file}: not UTF-8 text ({err})") from None
+    missing = [c for c in ("varname", "start_idx", "end_idx", "shape") if c not in fieldnames]
+    if missing:
+        raise ZooError(f"{file}: column {missing[0]!r} is missing; layout.csv has varname, start_idx, end_idx, "
+                       f"shape (got {', '.join(fieldnames) or 'no header'})")
+    entries = []
+    for n, row in enumerate(rows, start=2):
+        shape = _shape(row["shape"])
+        try:
+            start, end = int(row["start_idx"]), int(row["end_idx"])
+            if shape is None:
+                raise ValueError(row["shape"])
+        except ValueError:
+            raise ZooError(f"{file}: line {n}: start_idx {_short(row['start_idx'])}, end_idx "
+                           f"{_short(row['end_idx'])}, shape {_short(row['shape'])}: expected two integers and a "
+                           "tuple of up to 8 integers") from None
+        if not all(isinstance(s, int) and s > 0 for s in shape) or end - start != math.prod(shape):
+            raise ZooError(f"{file}: line {n}: {row['varname']}: range [{start}, {end}) does not hold shape "
+                           f"{shape}")
+        leaf = row["varname"].rpartition("/")[2]
+        kind = "kernel" if leaf.startswith("kernel") else "bias" if leaf.startswith("bias") else None
+        if kind is None:
+            raise ZooError(f"{file}: line {n}: varname {row['varname']!r}: expected a '.../kernel:0' or "
+                           "'.../bias:0' variable")
+        entries.append((start, end, shape, kind, row["varname"].rpartition("/")[0], n))
     entries.sort()
     position = 0
     for start, end, _, _, _, n in entries:
@@ -151,6 +200,8 @@ class SmallCNNZooSource(ImportSource):
         if not self.src.is_dir():
             raise ZooError(f"{self.src}: not a directory (expected the Small CNN Zoo files {', '.join(FILES)})")
         for f in FILES:
+            if safepaths.is_link_or_special(self.src / f):  # a link could point anywhere; a FIFO would block
+                safepaths.check_regular(self.src / f)
             if not (self.src / f).is_file():
                 raise ZooError(f"{self.src / f}: missing; a Small CNN Zoo directory holds {', '.join(FILES)}")
         self.skip_incomplete = skip_incomplete

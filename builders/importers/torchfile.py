@@ -136,6 +136,71 @@ def tail_check(path: Path) -> tuple[int, str | None]:
     return size, None
 
 
+#: (data.pkl, the sizes of the storage records) already found sound by ``scan_check`` in this process: the files
+#: of a population share a few.
+_SOUND: set[tuple[bytes, frozenset[tuple[str, int]]]] = set()
+
+
+def scan_check(path: Path) -> tuple[int, str | None]:
+    """``tail_check``, and for an archive that looks whole, what the reader would refuse without reading a tensor:
+    the central directory and ``data.pkl`` are read (a few hundred bytes) and ``data.pkl`` is walked
+    (``check_pickle``) and unpickled against the records' sizes (``_SizeUnpickler``: every tensor inside its
+    storage), so a hostile or damaged file is known before anything is written (``--skip-incomplete`` leaves its
+    model out). What only the whole file shows (a record's CRC-32) or only torch reads is left to ``load``.
+    """
+    with os.fdopen(safepaths.open_regular(path), "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return 0, EMPTY
+        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return size, NOT_ZIP
+        tail = read_tail(f, size, TAIL_BYTES)
+        try:
+            entries, cd_offset, cd_size = _directory_span(tail, size)
+            f.seek(cd_offset)
+            directory = _central(memoryview(f.read(cd_size)), entries, cd_offset, size)
+            pkl = next((name for name in directory if name.endswith("/data.pkl") and name.count("/") == 1), None)
+            if pkl is None:
+                raise Unreadable(f"{DAMAGED} (no data.pkl in the archive)")
+            local, usize, crc, method, csize, flags = directory[pkl]
+            if method != 0 or flags & 1 or csize != usize:
+                return size, None  # compressed: torch reads it (check_for_torch bounds it first)
+            f.seek(local)
+            header = f.read(_LOCAL.size)
+            if len(header) < _LOCAL.size or header[:4] != ZIP_MAGIC:
+                raise Unreadable(f"{DAMAGED} (no zip record header for {pkl!r})")
+            f.seek(local + _LOCAL.size + int.from_bytes(header[26:28], "little")
+                   + int.from_bytes(header[28:30], "little"))
+            pickled = f.read(min(usize, max(cd_offset - f.tell(), 0)))
+            if len(pickled) != usize or zlib.crc32(pickled) != crc:
+                raise Unreadable(f"{DAMAGED} (record {pkl!r} runs past its end or fails its CRC-32 check)")
+            _check_sizes(pickled, directory, pkl[:-len("data.pkl")], size)
+        except Unsupported:
+            return size, None  # what only torch reads: it is checked (check_for_torch) when it is read
+        except Unreadable as e:
+            return size, e.why
+        except Exception as e:  # noqa: BLE001 - a damaged archive must not end in another exception
+            return size, f"{DAMAGED} ({type(e).__name__}: {e})"
+    return size, None
+
+
+def _check_sizes(pickled: bytes, directory: dict[str, ZipEntry], prefix: str, size: int) -> None:
+    """``data.pkl`` walked and unpickled against the storage records' sizes (no tensor bytes read)."""
+    sizes = frozenset((name, e[1]) for name, e in directory.items() if name.startswith(prefix + "data/"))
+    if (pickled, sizes) in _SOUND:
+        return
+    check_pickle(pickled, budget=size)
+    unpickler = _SizeUnpickler(pickled, b"", {name: (e[0], e[1], e[2]) for name, e in directory.items()}, prefix)
+    try:
+        unpickler.load()
+    except (Unreadable, Unsupported):
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a damaged pickle raises
+        raise Unreadable(f"{DAMAGED} (data.pkl: {type(e).__name__}: {e})") from None
+    if len(_SOUND) < MAX_PLANS:
+        _SOUND.add((pickled, sizes))
+
+
 def _directory_span(tail: bytes, size: int) -> tuple[int, int, int]:
     """(entries, offset, size) of the central directory from the archive's last bytes, checked to end where the
     end records begin (an archive with a comment, which torch never writes, is a damaged one here)."""
@@ -164,25 +229,30 @@ ZipEntry = tuple[int, int, int, int, int, int]
 def _entries(data: bytes) -> dict[str, ZipEntry]:
     """Every entry of the archive's central directory, bounds checked; ``Unreadable`` when damaged."""
     entries, pos, cd_size = _directory_span(data[-TAIL_BYTES:], len(data))
-    cd_end = pos + cd_size
-    central = _CENTRAL.unpack_from
-    out = {}
+    return _central(memoryview(data)[pos:pos + cd_size], entries, pos, len(data))
+
+
+def _central(cd: memoryview, entries: int, cd_offset: int, size: int) -> dict[str, ZipEntry]:
+    """The ``entries`` entries of the central directory ``cd`` (which begins at byte ``cd_offset`` of a file of
+    ``size`` bytes)."""
+    pos, out = 0, {}
     for _ in range(entries):
-        if pos + _CENTRAL.size > cd_end:
+        if pos + _CENTRAL.size > len(cd):
             raise Unreadable(f"{DAMAGED} (the zip directory lists more entries than it holds)")
         (sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len, _, _, _,
-         local) = central(data, pos)
+         local) = _CENTRAL.unpack_from(cd, pos)
         if sig != b"PK\x01\x02":
-            raise Unreadable(f"{DAMAGED} (zip directory entry at byte {pos})")
+            raise Unreadable(f"{DAMAGED} (zip directory entry at byte {cd_offset + pos})")
         pos += _CENTRAL.size
-        if pos + name_len + extra_len + comment_len > cd_end:
-            raise Unreadable(f"{DAMAGED} (zip directory entry at byte {pos - _CENTRAL.size} runs past the directory)")
-        name = data[pos:pos + name_len].decode("utf-8", "replace")
+        if pos + name_len + extra_len + comment_len > len(cd):
+            raise Unreadable(f"{DAMAGED} (zip directory entry at byte {cd_offset + pos - _CENTRAL.size} runs past "
+                             "the directory)")
+        name = bytes(cd[pos:pos + name_len]).decode("utf-8", "replace")
         if 0xFFFFFFFF in (csize, usize, local):
-            csize, usize, local = _zip64_extra(memoryview(data)[pos + name_len:pos + name_len + extra_len], name,
-                                               csize, usize, local)
+            csize, usize, local = _zip64_extra(cd[pos + name_len:pos + name_len + extra_len], name, csize, usize,
+                                               local)
         pos += name_len + extra_len + comment_len
-        if local + _LOCAL.size > cd_end - cd_size or csize > len(data):
+        if local + _LOCAL.size > cd_offset or csize > size:
             raise Unreadable(f"{DAMAGED} (no zip record header for {name!r})")
         out[name] = (local, usize, crc, method, csize, flags)
     return out
@@ -515,6 +585,27 @@ def _storage(data: bytes, entries: dict[str, tuple[int, int, int]], prefix: str,
     if not isinstance(numel, int) or numel * dtype.itemsize != entry[1]:
         raise Unreadable(f"{DAMAGED} (storage {key!r} holds {entry[1]} bytes, not {numel} {dtype.name} values)")
     return np.frombuffer(_record(data, name, entry), dtype=dtype)
+
+
+class _SizeUnpickler(_Unpickler):
+    """``_Unpickler`` whose storages are stand-ins of the records' sizes (one value repeated), so that every tensor's
+    place in its storage is checked without reading the storage."""
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        try:
+            typename, kind, key, _, numel = pid
+        except (TypeError, ValueError):
+            raise Unsupported(f"persistent id {pid!r}") from None
+        if typename != "storage" or type(kind) is not _StorageType or not isinstance(key, str):
+            raise Unsupported(f"persistent id {pid!r}")
+        entry = self.entries.get(f"{self.prefix}data/{key}")
+        if entry is None:
+            raise Unreadable(f"{DAMAGED} (no record for storage {key!r})")
+        if not isinstance(numel, int) or numel * kind.dtype.itemsize != entry[1]:
+            raise Unreadable(f"{DAMAGED} (storage {key!r} holds {entry[1]} bytes, not {numel} {kind.dtype.name} "
+                             "values)")
+        return np.lib.stride_tricks.as_strided(np.zeros(1, kind.dtype), shape=(numel,), strides=(0,),
+                                               writeable=False)
 
 
 #: data.pkl's bytes -> the state dict it describes (``_Unpickler.plan``): the files of one population share a
