@@ -421,6 +421,18 @@ class RowReader:
                 out[b] = self.fill
         return out
 
+    def check_shard(self, shard: int) -> None:
+        """Read and check one shard's index as a read would (its crc32c, every entry in its place), raising the
+        ``StoreError`` a read of its rows would raise; nothing for layouts zarr reads (it checks them itself)."""
+        if shard in self._offsets:
+            return
+        if self.direct:
+            if len(self._maps) >= self._map_limit():
+                self._unmap_all()
+            self._load([shard])
+        elif self.remote is not None:
+            self._load_remote([shard], whole=False)
+
     def checked_rows(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """``rows`` as a flat int64 array; a ``StoreError`` naming the store and the row unless every one is an
         integer in [0, rows) (a float, a bool or a string is no row index, and is never truncated into one)."""
