@@ -57,7 +57,7 @@ from zoo.plan import Plan, Unit
 from zoo.splits import DEFAULT_FRACTIONS, split_models
 from zoo.store import Zoo, ZooWriter, create, open_zoo
 from zoo.store import format as fmt
-from zoo.store.attributes import check_attributes, check_plan, stored_manifest
+from zoo.store.attributes import check_attributes, check_plan, check_split, stored_manifest
 from zoo.store.reader import is_url, local_path
 from zoo.store.rows import row_checksums
 
@@ -367,6 +367,7 @@ def read_descriptor(folder: Path) -> dict[str, Any]:
     for key in ("files", "rows", "splits"):
         if not isinstance(data.get(key), dict):
             raise ZooError(f"{path}: field {key!r} must be an object, got {type(data.get(key)).__name__}")
+    check_split(data["splits"], f"{path}: field 'splits'")
     for arch, splits in data["files"].items():
         if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
             raise ZooError(f"{path}: files[{arch!r}] must map split names to lists of file names")

@@ -538,6 +538,9 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-models", type=int, default=40, metavar="N",
                    help="training curves drawn per architecture (default 40; median and band use every model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--data-root", default=None, help="inr zoos: where the dataset's files are, for the original "
+                                                     "images (default ~/.cache/weightzoo/data; nothing is downloaded, "
+                                                     "and the root a store names is never used)")
     p.add_argument("--json", action="store_true", help="print the report summary as one JSON object")
 
 
@@ -547,7 +550,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report import ReportOptions, write_report
 
     opts = ReportOptions(weight_models=args.weight_models, pca_points=args.pca_points, curve_models=args.curve_models,
-                         seed=args.seed)
+                         seed=args.seed, data_root=args.data_root)
     result = write_report(args.store, args.output, opts)
     if args.json:
         _print_json(result)

@@ -42,6 +42,7 @@ except ModuleNotFoundError as e:  # pragma: no cover - the test extra installs m
     raise ZooError("zoo report draws with matplotlib, which is not installed: pip install -e \".[report]\" "
                    "(or \".[all]\")") from e
 from .layout import TRAINABLE_ROLES, Layout
+from .manifest import SECTIONS
 from .store import open_zoo
 from .store.reader import Zoo
 
@@ -80,9 +81,14 @@ class ReportOptions:
     read_bytes: int = 512 * 2**20  # weight bytes read per architecture per figure, at most
     grid_models: int = 12  # inr zoos: final checkpoints rendered beside their original images
     seed: int = 0
+    #: inr zoos: where the original images' dataset files are (default: the library's data folder); never a root
+    #: the store names
+    data_root: str | None = None
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
+            if name == "data_root":
+                continue
             low = 0 if name == "seed" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ZooError(f"report option {name!r}: got {value!r}; expected an integer >= {low}")
@@ -322,8 +328,12 @@ def _grid_rows(d: _Data, k: int) -> tuple[np.ndarray, int]:
     return order[np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(np.int64))], len(cand)
 
 
-def _originals(z: Zoo, d: _Data, rows: np.ndarray) -> tuple[dict[int, np.ndarray] | None, str]:
-    """{row: (C, H, W) original image} for the rows' images, read from the zoo's dataset; or (None, why not)."""
+def _originals(z: Zoo, d: _Data, rows: np.ndarray, data_root: str | None
+               ) -> tuple[dict[int, np.ndarray] | None, str]:
+    """{row: (C, H, W) original image} for the rows' images, read from the zoo's dataset; or (None, why not).
+    The dataset's files are looked for under ``data_root`` (the user's; default the library's data folder), never
+    under a root the store names, and nothing is downloaded: a store is data, and may not point a report at this
+    machine's files or at the network."""
     splits = [d.table.column("image_split")[int(r)].as_py() for r in rows]
     indices = [d.table.column("image_index")[int(r)].as_py() for r in rows]
     if None in splits or None in indices:
@@ -331,10 +341,11 @@ def _originals(z: Zoo, d: _Data, rows: np.ndarray) -> tuple[dict[int, np.ndarray
     try:
         from builders.data import load_images  # torch-heavy: only an inr report reads images
 
+        dataset = {**z.manifest.dataset, "root": data_root or SECTIONS["dataset"]["root"].default, "download": False}
         images: dict[int, np.ndarray] = {}
         for split in sorted(set(splits)):
             at = [i for i, s in enumerate(splits) if s == split]
-            x, _ = load_images(z.manifest.dataset, split, [indices[i] for i in at])
+            x, _ = load_images(dataset, split, [indices[i] for i in at])
             images.update({int(rows[i]): img for i, img in zip(at, x.cpu().numpy())})
     except (ZooError, OSError, RuntimeError, ImportError) as e:  # a dataset not on this machine: no originals
         return None, f"{type(e).__name__}: {e}"
@@ -359,7 +370,7 @@ def _reconstruction_figure(z: Zoo, d: _Data, out: Path, opts: ReportOptions
     info: dict[str, Any] = {"models": int(len(rows)), "of": n_cand, "originals": False}
     if not rows.size:
         return None, "No healthy final checkpoint with a finite PSNR to render.", info, "", ""
-    originals, why = _originals(z, d, rows)
+    originals, why = _originals(z, d, rows, opts.data_root)
     info["originals"] = originals is not None
     _, height, width = z.manifest.input_shape
     per = 2 if originals is not None else 1  # axes per model

@@ -69,7 +69,7 @@ def stored_layout(d: Any, where: str) -> Layout:
                              "integers")
         if role not in ROLES:
             raise StoreError(f"{at} ({name!r}): role {role!r}; allowed: {', '.join(ROLES)}")
-        if start != offset:
+        if not _int(start) or start != offset:
             raise StoreError(f"{at} ({name!r}): offset {start!r}; tensors lie end to end, so {offset} was expected")
         offset += math.prod(shape)
         if offset > MAX_ROW_LENGTH:
@@ -156,6 +156,16 @@ def check_attributes(attrs: Mapping[str, Any], where: str) -> None:
             raise StoreError(f"{where}: architectures[{arch_id!r}]: expected an object with a row count 'rows'")
     if not isinstance(attrs.get("manifest"), Mapping):
         raise StoreError(f"{where}: 'manifest' must be an object (the manifest the store was made from)")
+    if "split" in attrs:
+        check_split(attrs["split"], f"{where}: 'split'")
+
+
+def check_split(value: Any, where: str) -> dict[str, list[int]]:
+    """A split by model that travels with a store or an export: split names mapped to lists of model ids."""
+    if not (isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, list) and all(
+            _int(m) for m in v) for k, v in value.items())):
+        raise StoreError(f"{where}: expected an object mapping split names to lists of model ids")
+    return dict(value)
 
 
 def check_plan(plan: Plan, attrs: Mapping[str, Any], where: str) -> None:

@@ -157,8 +157,16 @@ class Zoo:
                            ) from None
 
     def architecture(self, arch_id: str) -> Architecture:
-        """The resolved architecture stored for ``arch_id``; an unknown id raises ``ZooError`` listing the store's."""
-        return Architecture.from_dict(self._arch_attrs(arch_id)["architecture"])
+        """The resolved architecture stored for ``arch_id`` (untrusted: a factory it names is never called); an
+        unknown id raises ``ZooError`` listing the store's."""
+        d = self._arch_attrs(arch_id).get("architecture")
+        if not (isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("options"), dict)
+                and isinstance(d.get("in_shape"), list) and len(d["in_shape"]) == 3
+                and all(isinstance(s, int) and s > 0 for s in d["in_shape"] + [d.get("num_classes")])):
+            raise StoreError(f"{self.url}: architectures[{arch_id!r}]: 'architecture' must be an object with a name, "
+                             "in_shape (3 positive integers), num_classes (a positive integer) and options (an "
+                             "object)")
+        return Architecture.from_dict(d)
 
     def _description(self, arch_id: str) -> tuple[Layout, SymmetrySpec]:
         if arch_id not in self._described:
@@ -423,8 +431,8 @@ class Zoo:
             "checkpoints": m.num_rows,
             "checkpoints_planned": self.plan.checkpoints,
             "checkpoint_epochs": list(self.plan.epochs),
-            "architectures": {a: {"name": v["architecture"]["name"], "params": v["layout"]["num_params"],
-                                  "row_length": v["layout"]["size"], "rows": v["rows"]}
+            "architectures": {a: {"name": self.architecture(a).name, "params": self.layout(a).num_params,
+                                  "row_length": self.layout(a).size, "rows": v["rows"]}
                               for a, v in self.attrs["architectures"].items()},
             "status": {s: statuses.count(s) for s in sorted(set(statuses))},
             "bytes": self.nbytes(),
