@@ -97,6 +97,10 @@ def _read_csv_rows(file: Path) -> tuple[list[str], list[dict[str, str]]]:
     """(header, rows) of a small CSV file read as a regular file (no link, no FIFO); a field longer than
     ``MAX_FIELD`` characters, or a file that is not CSV, is a ``ZooError`` naming the line."""
     text = safepaths.read_text(file)
+    for n, line in enumerate(text.splitlines(), start=1):  # before csv, whose own limit is a field of 128 KB
+        if len(line) > 4 * MAX_FIELD:
+            raise ZooError(f"{file}: line {n}: {_short(line)}: longer than {4 * MAX_FIELD} characters (a layout.csv "
+                           "line names a variable, two indices and a shape)")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = []
     try:
