@@ -43,8 +43,11 @@ A failed download leaves checkpoint files missing, empty or cut short. Such a fi
 with ``skip_incomplete`` (``--skip-incomplete``) the models holding one are left out instead, as are models
 lacking some of the zoo's checkpoint epochs, each named with its reason in ``ImportReport.skipped_reasons``.
 Which files those are is known before anything is written, without reading them twice: the scan of the trial
-folders takes each file's size and its last bytes (``torchfile.tail_check``: a zip archive cut short lacks the
-end records that say where its directory lies). The files are then read once, unit by unit, in worker processes
+folders takes each file's size and its last bytes (a zip archive cut short lacks the end records that say where
+its directory lies), then its directory and ``data.pkl`` (``torchfile.scan_check``: a pickle naming a global that
+could run code, a memo index or storage its bytes do not back, a tensor outside its storage, a damaged zip64
+field), a few hundred bytes; links and special files (a FIFO would block) are refused without being opened.
+The files are then read once, unit by unit, in worker processes
 (``statedicts.read_rows``; ``workers``), and everything else (a damaged record, a tensor of the wrong name,
 shape or dtype) is checked there, before the unit is committed: an error naming the file, with or without
 ``skip_incomplete``. A legacy (pre-1.6, not zip) ``torch.save`` file has no such end: it is read whole during the
