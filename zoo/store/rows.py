@@ -5,8 +5,8 @@ a few kilobytes that costs far more than the bytes (about 600 rows/s measured,
 against ~100,000 rows/s from a memmap). For the layout this library writes
 (uncompressed sharded arrays of one-row inner chunks) a row is a contiguous
 byte range whose offset the shard index gives. ``RowReader`` groups the
-requested rows by shard, keeps each shard's index (read once) in one table
-for the whole array, keeps each shard memory-mapped between batches, and
+requested rows by shard, keeps each shard's index (read and checked once) in
+a table of the shards touched, keeps each shard memory-mapped between batches, and
 copies rows that are adjacent on disk as one block (a sequential read is one
 copy per shard). A row copied out of a warm mapping costs about what a numpy
 memmap costs; a ``pread`` per row measured twice that (a syscall each).
