@@ -222,7 +222,7 @@ def dataset_card(z: Zoo, files: Mapping[str, Mapping[str, list[str]]], counts: M
               "`crc32` is the checksum of the row's little-endian float32 bytes.", ""]
     for arch in files:
         layout = z.layout(arch)
-        lines += [f"## Layout of `{arch}` ({z.attrs['architectures'][arch]['architecture']['name']}, "
+        lines += [f"## Layout of `{arch}` ({z.architecture(arch).name}, "
                   f"{layout.size:,} values per row)", "",
                   "| tensor | shape | offset | role |", "|---|---|---|---|"]
         lines += [f"| {t.name} | {tuple(t.shape)} | {t.offset} | {t.role} |" for t in layout.tensors]
