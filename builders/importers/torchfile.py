@@ -123,17 +123,25 @@ def tail_check(path: Path) -> tuple[int, str | None]:
     file is ``safepaths.Refused``, never opened.
     """
     with os.fdopen(safepaths.open_regular(path), "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return 0, EMPTY
-        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
-            return size, NOT_ZIP
-        tail = read_tail(f, size, TAIL_BYTES)
+        size, why, tail = _zip_tail(f)
+    if tail is None:
+        return size, why
     try:
         _directory_span(tail, size)
     except Unreadable as e:
         return size, e.why
     return size, None
+
+
+def _zip_tail(f: BinaryIO) -> tuple[int, str | None, bytes | None]:
+    """(size, why not, the last ``TAIL_BYTES`` bytes) of an open file: ``EMPTY`` or ``NOT_ZIP`` with no tail, or
+    the tail of what starts as a zip archive."""
+    size = os.fstat(f.fileno()).st_size
+    if size == 0:
+        return 0, EMPTY, None
+    if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+        return size, NOT_ZIP, None
+    return size, None, read_tail(f, size, TAIL_BYTES)
 
 
 #: (data.pkl, the sizes of the storage records) already found sound by ``scan_check`` in this process: the files
@@ -149,12 +157,9 @@ def scan_check(path: Path) -> tuple[int, str | None]:
     model out). What only the whole file shows (a record's CRC-32) or only torch reads is left to ``load``.
     """
     with os.fdopen(safepaths.open_regular(path), "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return 0, EMPTY
-        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
-            return size, NOT_ZIP
-        tail = read_tail(f, size, TAIL_BYTES)
+        size, why, tail = _zip_tail(f)
+        if tail is None:
+            return size, why
         try:
             entries, cd_offset, cd_size = _directory_span(tail, size)
             f.seek(cd_offset)
