@@ -63,7 +63,8 @@ def verify(store: str | Zoo) -> VerifyReport:
     report = VerifyReport(zoo.url)
     meta = zoo.metadata
     plan = zoo.plan
-    units = {u.unit_id: u for u in plan.units}
+    units = {u: plan.unit(u) for u in set(meta.column("unit").to_pylist())
+             if isinstance(u, int) and 0 <= u < plan.unit_count}  # only the units the metadata names
     g = plan.group_size
 
     keys = Counter(zip(meta.column("model_id").to_pylist(), meta.column("epoch").to_pylist()))
