@@ -1,7 +1,7 @@
 """Load a manifest's image dataset as whole-split tensors on the training device.
 
 The builder trains a population with batches gathered from tensors that sit on
-the device (DESIGN.md section 4), so a split is read once into one array, not
+the device (docs/design.md §5), so a split is read once into one array, not
 iterated item by item. Pixels come from torchvision's own dataset classes so
 their file readers run unchanged (tests write tiny files in the real formats).
 

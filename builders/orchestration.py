@@ -1,6 +1,6 @@
 """Build orchestration: from a manifest to a complete store, resumable and shardable.
 
-Two sizes, two owners (DESIGN.md section 4). The plan's *groups* are the store's units of storage: each group
+Two sizes, two owners (docs/design.md §4). The plan's *groups* are the store's units of storage: each group
 commits one unit (one shard) per checkpoint epoch. A *population* is what trains as one computation: as many
 groups of one structure as fit the device (``sizing.py``; ``population=`` overrides), so the store's bytes and
 row positions never depend on the machine that built it.

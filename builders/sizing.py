@@ -2,7 +2,7 @@
 
 The store's group (rows per shard) is fixed by the plan. The population is a run-time choice: as many groups
 of one structure as fit the device, so a GPU trains thousands of small CNNs per step while the store's bytes
-stay the same (DESIGN.md section 4).
+stay the same (docs/design.md §4).
 
 - CUDA: a probe population of a few models takes one real training step; its peak memory per model, against
   the device's free memory, gives the size.

@@ -10,7 +10,7 @@ function runs
 - compiled by ``torch.compile(fullgraph=True)`` (``compiled``): one-time cost per population shape, cached
   across the groups of a build (see ``StepKey``), or
 - on CUDA, compiled and then captured once per population as a CUDA graph (``cuda-graph``): one launch per
-  step instead of hundreds, which is what a GPU needs for small CNNs (DESIGN.md section 4).
+  step instead of hundreds, which is what a GPU needs for small CNNs (docs/design.md §5).
 
 Mutated in place: parameters, buffers (BatchNorm statistics), optimizer state, the step counters and the
 loss accumulator; the caller's tensors are the graph's static buffers.

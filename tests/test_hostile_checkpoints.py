@@ -1,6 +1,6 @@
 """Hostile checkpoint folders: pickles that would run code, memory bombs, damaged zip directories, links and FIFOs.
 
-Checkpoint folders come from strangers (README, "Security"). Each case here is a file crafted the way an attacker
+Checkpoint folders come from strangers (docs/design.md §7). Each case here is a file crafted the way an attacker
 would, read through the real importers (``zoo import modelzoo``, ``inr``, ``smallcnnzoo``; Tiny-ImageNet's reader):
 every one ends in a one-line error naming the file (exit 2 from the command line), the ``--skip-incomplete`` models
 are left out with the reason, no payload runs (a marker file it would create never appears), and the memory cases

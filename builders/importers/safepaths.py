@@ -1,7 +1,7 @@
 """Paths inside import folders, which come from strangers: never followed through a link, never a FIFO.
 
 An import folder (Model Zoos trial folders, INR sets, the Small CNN Zoo's files, a Tiny-ImageNet folder) is data
-(README, "Security"). A symbolic link in it can point anywhere on the reader's machine, and a FIFO, socket or
+(docs/design.md §7). A symbolic link in it can point anywhere on the reader's machine, and a FIFO, socket or
 device blocks or has side effects the moment it is opened, so every file is ``os.lstat``-ed before it is opened
 and only a regular file is; the open itself refuses a link (``O_NOFOLLOW``) and never blocks (``O_NONBLOCK``), and
 ``fstat`` checks that the file opened is the one checked (nothing swapped in between). A path built from an entry

@@ -109,7 +109,7 @@ class ArchDef:
     #: Whether building the module imports and calls code that the architecture's *name* points at (a
     #: ``package.module:function`` factory). Such a module is built only for a trusted ``Architecture``: one the
     #: caller named (``get_architecture``, a manifest file given to ``zoo build``), never one read from a store or
-    #: an export (README, "Security").
+    #: an export (docs/design.md §7).
     runs_named_code: bool = False
 
     def resolve(self, in_shape: tuple[int, int, int], num_classes: int, options: Mapping[str, Any] | None = None,

@@ -5,8 +5,8 @@ them (the group size, the architecture ids that name files, each layout and symm
 says where rows live) is checked here against the few facts the format fixes, and every refusal is a
 ``StoreError`` naming the store, the field and what is allowed. Nothing here imports or builds what an
 architecture names: the stored layout and spec are pinned onto the manifest's architectures
-(``Architecture.pin``), so planning, exporting or importing a zoo never constructs its module (README,
-"Security").
+(``Architecture.pin``), so planning, exporting or importing a zoo never constructs its module
+(docs/design.md §7).
 """
 
 from __future__ import annotations
