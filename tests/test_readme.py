@@ -1,6 +1,7 @@
-"""Every ```python block of README.md runs as written, alone, in a fresh interpreter.
+"""Every ```python block of README.md and of the pages under docs/ runs as written, alone, in a fresh
+interpreter.
 
-Each block runs as ``python -c BLOCK`` in a temp folder holding the data the README names: ``quickstart.zoo``
+Each block runs as ``python -c BLOCK`` in a temp folder holding the data the pages name: ``quickstart.zoo``
 (the quickstart manifest's store, random rows, no training), ``my-zoo-hf/`` (its Hugging Face export),
 ``smallcnnzoo/cifar10/`` (a tiny Small CNN Zoo folder, from the importer tests' writer) and ``manifests/`` (the
 repository's, as in a clone). The S3 block reads ``s3://my-bucket/zoos/quickstart.zoo`` from a moto server on
@@ -32,7 +33,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-#: How many ```python blocks the README holds: a block cannot vanish (or appear untested) unnoticed.
+#: The README and every page under docs/: their blocks run alike.
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+#: How many ```python blocks the pages hold: a block cannot vanish (or appear untested) unnoticed.
 EXPECTED_BLOCKS = 12
 #: The S3 block's example endpoint (a MinIO on this machine), replaced by the moto server's.
 S3_ENDPOINT = "http://127.0.0.1:9000"
@@ -41,9 +44,9 @@ S3_STORE = "my-bucket/zoos/quickstart.zoo"
 EXTRAS = {"datasets": "hf", "s3fs": "s3"}
 
 
-def fenced_blocks(language: str) -> list[tuple[int, str]]:
-    """(line number of the block's first line, its text) for every ```language block of the README."""
-    lines = README.read_text().splitlines()
+def fenced_blocks(language: str, page: Path = README) -> list[tuple[int, str]]:
+    """(line number of the block's first line, its text) for every ```language block of ``page``."""
+    lines = page.read_text().splitlines()
     blocks, start = [], None
     for number, line in enumerate(lines, 1):
         if start is None and line.strip() == f"```{language}":
@@ -51,11 +54,13 @@ def fenced_blocks(language: str) -> list[tuple[int, str]]:
         elif start is not None and line.strip() == "```":
             blocks.append((start + 1, "\n".join(lines[start:number - 1]) + "\n"))
             start = None
-    assert start is None, f"README.md:{start}: unclosed ```{language} block"
+    assert start is None, f"{page.name}:{start}: unclosed ```{language} block"
     return blocks
 
 
-BLOCKS = fenced_blocks("python")
+#: (where, source) of every ```python block of every page.
+BLOCKS = [(f"{page.relative_to(ROOT)}:{line}", source)
+          for page in PAGES for line, source in fenced_blocks("python", page)]
 
 
 def test_every_python_block_is_collected():
@@ -76,11 +81,11 @@ def _code(line: str) -> str:
 
 
 def test_the_quickstart_manifest_block_is_the_file_with_comments_added():
-    text = README.read_text()
     label = "This is `manifests/quickstart.toml`, with\ncomments added"
-    assert label in text
+    page = next(p for p in PAGES if label in p.read_text())
+    text = page.read_text()
     label_line = text[:text.index(label)].count("\n") + 1
-    block = next(b for line, b in fenced_blocks("toml") if line > label_line)
+    block = next(b for line, b in fenced_blocks("toml", page) if line > label_line)
     source = (ROOT / "manifests" / "quickstart.toml").read_text()
     assert tomllib.loads(block) == tomllib.loads(source)
 
@@ -131,7 +136,7 @@ def _needs(source: str) -> str | None:
     if first.startswith("# needs:"):
         need = first.removeprefix("# needs:").strip()
         assert need == "network", f"unknown need {need!r}: only Hub blocks that need the network may be skipped"
-        return f"marked '{first}' in the README: it talks to the Hugging Face Hub"
+        return f"marked '{first}' in the documentation: it talks to the Hugging Face Hub"
     for module in re.findall(r"^\s*(?:from|import)\s+(\w+)", source, re.M):
         if module in EXTRAS and importlib.util.find_spec(module) is None:
             return f"needs the '{EXTRAS[module]}' extra ({module} is not installed)"
@@ -143,8 +148,8 @@ def _s3(source: str) -> bool:
 
 
 @pytest.mark.slow  # a fresh interpreter per block: ~5 s each, most of it importing torch
-@pytest.mark.parametrize("source", [pytest.param(s, id=f"README.md:{line}", marks=[pytest.mark.s3] if _s3(s) else [])
-                                    for line, s in BLOCKS])
+@pytest.mark.parametrize("source", [pytest.param(s, id=where, marks=[pytest.mark.s3] if _s3(s) else [])
+                                    for where, s in BLOCKS])
 def test_python_block_runs_as_written(source, data, tmp_path, request):
     why = _needs(source)
     if why:
