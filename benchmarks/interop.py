@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 import zoo
 from loaders import ZooDataset, ZooStream
-from loaders.hub import export_hf
+from zoo.hf import export_hf
 
 sys.path.insert(0, str(Path(__file__).parent))
 from store import manifest_for, random_zoo  # noqa: E402

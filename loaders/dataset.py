@@ -33,10 +33,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from zoo.errors import ZooError, allowed_text
+from zoo.hf import open_source
 from zoo.store import Zoo
 
 from .augment import check_erase, erase, noise
-from .hub import open_source
 from .normalize import Normalizer, statistics_key
 from .splits import load_split, split_models
 from .symmetry import SYMMETRIES, BatchSymmetry, Draws

@@ -20,7 +20,10 @@ import yaml
 from conftest import fill_units, tiny_manifest
 
 import zoo
-from loaders import ZooDataset, hub
+import zoo.hf
+import zoo.hf.cache
+import zoo.hf.export
+from loaders import ZooDataset
 from loaders.hub import DESCRIPTOR, HubRef, export_hf, hub_ref, import_hf, open_source, push
 from zoo.cli import main
 
@@ -113,7 +116,7 @@ def test_export_into_an_occupied_folder_is_refused_before_any_work(filled, tmp_p
     out = tmp_path / "occupied"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    monkeypatch.setattr(hub, "open_zoo", lambda *a, **kw: pytest.fail("the store was opened"))
+    monkeypatch.setattr(zoo.hf.export, "open_zoo", lambda *a, **kw: pytest.fail("the store was opened"))
     assert main(["export", "hf", writer.url, str(out)]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == [
@@ -378,7 +381,7 @@ def test_store_urls_and_export_folders(exported, tmp_path, cache, monkeypatch):
     assert torch.equal(hubbed[0]["weights"], ds[0]["weights"])
     # hf://datasets/... is a store URL: fsspec's HfFileSystem reads it in place, nothing is imported
     opened = []
-    monkeypatch.setattr(hub, "open_zoo", lambda url, **kw: opened.append(url) or writer)
+    monkeypatch.setattr(zoo.hf.cache, "open_zoo", lambda url, **kw: opened.append(url) or writer)
     assert open_source("hf://datasets/me/repo/my.zoo") is writer
     assert opened == ["hf://datasets/me/repo/my.zoo"]
     with pytest.raises(zoo.ZooError, match=r"revision='v1' applies to Hub sources"):
@@ -466,6 +469,6 @@ def test_cli_export_import_push(filled, tmp_path, capsys, monkeypatch):
     assert main(["export", "hf", writer.url, str(tmp_path / "x"), "--fractions", "0.5,0.5"]) == 2
     assert "--fractions '0.5,0.5': expected three fractions (train,val,test)" in capsys.readouterr().err
     pushed = []
-    monkeypatch.setattr(hub, "push", lambda store, repo, **kw: pushed.append((store, repo, kw)) or "URL")
+    monkeypatch.setattr(zoo.hf, "push", lambda store, repo, **kw: pushed.append((store, repo, kw)) or "URL")
     assert main(["push", writer.url, "me/zoo", "--private"]) == 0
     assert pushed[0][:2] == (writer.url, "me/zoo") and pushed[0][2]["private"] is True

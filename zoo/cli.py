@@ -678,8 +678,7 @@ def _hf_arguments(p: argparse.ArgumentParser) -> None:
 @importer("hf", "a Hugging Face export (zoo export hf / zoo push): SRC is its folder, or a Hub dataset as "
                 "hf://user/name[@revision] (or user/name with --hub)", _hf_arguments)
 def _import_hf(args: argparse.Namespace) -> Any:
-    from loaders.hub import import_hf
-
+    from .hf import import_hf
     from .store import open_zoo
 
     result = import_hf(args.src, args.store, hub=args.hub, revision=args.revision, quiet=args.quiet or args.json)
@@ -718,7 +717,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("export", "write a store in another format (hf: a Hugging Face dataset folder)", _export_arguments)
 def _export(args: argparse.Namespace) -> int:
-    from loaders.hub import export_hf
+    from .hf import export_hf
 
     result = export_hf(args.store, args.outdir, split_fractions=_fractions(args.fractions), seed=args.seed,
                        quiet=args.quiet or args.json)
@@ -740,7 +739,7 @@ def _push_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("push", "export STORE and upload it as the Hugging Face dataset REPO_ID", _push_arguments)
 def _push(args: argparse.Namespace) -> int:
-    from loaders.hub import push
+    from .hf import push
 
     url = push(args.store, args.repo_id, private=args.private, split_fractions=_fractions(args.fractions),
                seed=args.seed, quiet=args.quiet)
