@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_manifest
 from torch import nn
 
 import zoo
@@ -464,9 +465,28 @@ def test_the_command_line_imports_with_forked_workers(mzdir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["workers"] == 2 and done.stderr == ""
     import_modelzoo(src, tmp_path / "here.zoo", dataset="mnist", group_size=2, workers=1)
-    # torch_version is the writing process's view: torch.__version__ here (torch imported), the installed
-    # package's metadata there (which may lack the local tag, 2.14.1 for 2.14.1+cu130)
-    assert_same_store(tmp_path / "cli.zoo", tmp_path / "here.zoo", ignore=("torch_version",))
+    assert_same_store(tmp_path / "cli.zoo", tmp_path / "here.zoo")  # torch_version too: one spelling (zoo.versions)
+
+
+def test_imported_and_created_stores_record_one_torch_version(mzdir, tmp_path):
+    """An import in a process that never loads torch records torch's own ``__version__`` (local tag included:
+    ``2.14.1+cu130``, where the package metadata says ``2.14.1``), as a store written through ``zoo.create``
+    does: the column compares across imported and built zoos."""
+    src, _ = mzdir
+    import_modelzoo(src, tmp_path / "here.zoo", dataset="mnist")  # torch loaded; fills the spec cache the next reads
+    code = ("import sys; from zoo.cli import main; status = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'the import loaded torch'; sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code, "import", "modelzoo", str(src), str(tmp_path / "mz.zoo"),
+                           "--dataset", "mnist", "--workers", "2", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    writer = zoo.create(tmp_path / "made.zoo", tiny_manifest(), group_size=3)
+    unit = writer.plan.units[0]
+    writer.write_unit(unit, np.zeros((len(unit.model_ids), writer.layout(unit.arch_id).size), np.float32),
+                      [{"status": "ok"}] * len(unit.model_ids))  # no torch_version: the store fills it in
+    spelled = {name: set(zoo.open(tmp_path / name).metadata.column("torch_version").to_pylist())
+               for name in ("mz.zoo", "here.zoo", "made.zoo")}
+    assert spelled == dict.fromkeys(spelled, {torch.__version__})
 
 
 def test_the_import_benchmark_runs(capsys):

@@ -608,10 +608,10 @@ def test_torch_version_is_recorded_alike_with_or_without_torch_imported():
     """Writers that never import torch (importers' workers) record the torch_version spelling a build records."""
     out = _run("""
         import sys
-        from zoo.store.writer import _torch_version
-        before = _torch_version()
+        from zoo.versions import torch_version
+        before = torch_version()
         assert "torch" not in sys.modules
         import torch
-        print(before == torch.__version__ == _torch_version())
+        print(before == torch.__version__ == torch_version())
     """).stdout
     assert out.strip() == "True"

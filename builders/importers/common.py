@@ -26,14 +26,12 @@ import json
 import math
 import re
 import shutil
-import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +44,7 @@ from zoo.manifest import Manifest, load_manifest
 from zoo.plan import Unit
 from zoo.store import ZooWriter, create, open_zoo
 from zoo.store.reader import is_url, local_path
+from zoo.versions import torch_version
 
 from .workers import Workers, worker_count
 
@@ -337,7 +336,7 @@ def write_import(store: str | Path, manifest: Manifest, order: Sequence[int], *,
         parallel = runner.parallel(len(todo))
         report.workers = min(runner.workers, len(todo)) if parallel else 1
         key = uuid.uuid4().hex  # this import, to the workers' cached writers
-        shared = {"torch_version": _torch_version()}
+        shared = {"torch_version": torch_version()}  # once: every worker records the same
 
         def job(unit: Unit) -> Callable[[], int]:
             sources = [order[m] for m in unit.model_ids]
@@ -369,19 +368,6 @@ def write_import(store: str | Path, manifest: Manifest, order: Sequence[int], *,
     report.architectures = {k: a.layout.num_params for k, a in manifest.architectures.items()}
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _torch_version() -> str:
-    """The store's ``torch_version`` column, taken once here so that every worker records the same: the writer
-    asks the imported module (``2.14.1+cu130``) and, in a process that never imported torch (a worker), the
-    installed package's metadata, which may lack the local tag (``2.14.1``)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return str(torch.__version__)
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return "none"
 
 
 def commit_unit(writer: ZooWriter, unit: Unit, rows: Callable[[], np.ndarray],

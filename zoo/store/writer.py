@@ -17,16 +17,11 @@ fsync of the metadata folder. ``durable=False`` (opt-in) skips every fsync.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import importlib.util
 import os
-import re
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +36,7 @@ from .. import __version__
 from ..errors import StoreError, ZooError
 from ..manifest import Manifest
 from ..plan import Plan, Unit
+from ..versions import torch_version
 from . import format as fmt
 from .reader import Zoo, is_url, local_path
 from .rows import fast_path_ok, row_checksums, shard_parts
@@ -311,7 +307,7 @@ class ZooWriter(Zoo):
             "status": [rec.get("status", "ok") for rec in records],
         }
         defaults = {"epoch": unit.epoch, "arch": unit.arch_id, "unit": unit.unit_id, "group": unit.group,
-                    "weightzoo_version": __version__, "torch_version": _torch_version()}
+                    "weightzoo_version": __version__, "torch_version": torch_version()}
         hparams = self._hparam_columns(unit.model_ids)
         given = set().union(*records) if records else set()
         arrays: list[pa.Array] = []
@@ -473,33 +469,3 @@ def _create_arrays(group: zarr.Group, attrs: dict[str, Any]) -> None:
                              compressors=CODECS[compressor]() if compressor else None,
                              dimension_names=("row", "param"), attributes={"layout": arch_attrs["layout"]})
 
-
-def _torch_version() -> str:
-    """torch's ``__version__`` without importing it (a store written from numpy rows never needs torch): the same
-    text whether or not this process imported torch, so parallel writers record one spelling."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return str(torch.__version__)
-    return _installed_torch()
-
-
-@functools.cache
-def _installed_torch() -> str:
-    """The installed torch's ``__version__``, read from its ``version.py`` (the distribution's version lacks the
-    local part, such as ``+cu130``); once per process, since finding it costs milliseconds. "none" without torch."""
-    try:
-        spec = importlib.util.find_spec("torch")
-    except (ImportError, ValueError):
-        spec = None
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        try:
-            text = (Path(folder) / "version.py").read_text()
-        except OSError:
-            continue
-        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
-        if found:
-            return found.group(1)
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return "none"
