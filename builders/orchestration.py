@@ -196,6 +196,7 @@ def build_groups(manifest: Manifest | dict | str | Path, out: str | Path, groups
     if writer.attrs["manifest"] != manifest.to_dict():
         raise StoreError(f"{out}: the store holds zoo {writer.manifest.name!r} built from another manifest than "
                          f"{manifest.source}")
+    writer.adopt(manifest)  # modules are built from the task's manifest (the caller's), not the store's copy
     plan = writer.plan
     for group in groups:
         if not (isinstance(group, int) and 0 <= group < len(plan.groups)):

@@ -65,3 +65,19 @@ def test_factory_zoo_loads_without_its_factory(tmp_path, monkeypatch):
     module = z.module(model_id=0, epoch=1, factory=namespace["make_net"])
     assert torch.equal(torch.nn.utils.parameters_to_vector(module.parameters()),
                        torch.from_numpy(z.read_rows(ds.arch, [z.locate(0, 1)[1]])[0]))
+
+
+def test_a_distributed_task_builds_a_factory_zoo_from_the_manifest_it_is_given(tmp_path, monkeypatch):
+    """A Ray task gets the driver's manifest as a dict and reopens the store: it builds modules from that manifest
+    (the user's), never from the store's copy, which is data and may not run the factory."""
+    from builders import build_groups
+
+    (tmp_path / "wz_task_nets.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = {"zoo": {"name": "own"}, "dataset": {"name": "digits", "val_size": 200},
+            "architecture": {"factory": "wz_task_nets:make_net", "kwargs": {"width": 6}},
+            "training": {"optimizer": "sgd", "lr": 0.05, "batch_size": 64, "epochs": 1},
+            "population": {"seeds": [1, 2]}, "checkpoints": {"epochs": [0, 1]}}
+    zoo.create(tmp_path / "own.zoo", Manifest.from_dict(data, source="own.toml", trust_code=True), group_size=2)
+    report = build_groups(data, tmp_path / "own.zoo", [0], device="cpu")
+    assert report.units_written == 2 and zoo.open(tmp_path / "own.zoo").metadata.num_rows == 4
