@@ -320,6 +320,7 @@ def test_a_manifest_nested_too_deeply_is_refused(tmp_path):
 def test_a_report_never_uses_the_stored_dataset_root_or_downloads(tmp_path, monkeypatch):
     import builders.data
     from builders import build
+    from zoo.cli import main
     from zoo.report import ReportOptions, write_report
 
     inr = {"zoo": {"name": "inr-hostile", "kind": "inr"}, "dataset": {"name": "digits"},
@@ -335,11 +336,14 @@ def test_a_report_never_uses_the_stored_dataset_root_or_downloads(tmp_path, monk
         seen.append(dict(dataset))
         return real(dataset, split, indices, **kw)
 
+    write_report(tmp_path / "inr.zoo", tmp_path / "r1", images=spy)
+    write_report(tmp_path / "inr.zoo", tmp_path / "r2", ReportOptions(data_root=str(tmp_path / "mine")), images=spy)
+    # zoo report hands the report builders' reader, which gets the same dataset section
     monkeypatch.setattr(builders.data, "load_images", spy)
-    write_report(tmp_path / "inr.zoo", tmp_path / "r1")
-    write_report(tmp_path / "inr.zoo", tmp_path / "r2", ReportOptions(data_root=str(tmp_path / "mine")))
+    assert main(["report", str(tmp_path / "inr.zoo"), "-o", str(tmp_path / "r3")]) == 0
     assert [(d["root"], d["download"]) for d in seen] == [("~/.cache/weightzoo/data", False),
-                                                           (str(tmp_path / "mine"), False)]
+                                                           (str(tmp_path / "mine"), False),
+                                                           ("~/.cache/weightzoo/data", False)]
 
 
 # --- 5. properties: any edit of a real store's or export's self-description -----------------------------------

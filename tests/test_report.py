@@ -13,6 +13,7 @@ from conftest import fill_units, tiny_manifest
 
 import zoo
 from builders import build
+from builders.data import load_images
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.manifest import Manifest
@@ -241,7 +242,7 @@ def inr_zoo(tmp_path_factory):
 
 
 def test_inr_report_shows_psnr_and_originals_beside_reconstructions(inr_zoo, tmp_path):
-    report = write_report(inr_zoo, tmp_path / "out", ReportOptions(grid_models=6))
+    report = write_report(inr_zoo, tmp_path / "out", ReportOptions(grid_models=6), images=load_images)
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert sections(page) == INR_SECTIONS
     assert "accuracy" not in page.lower()  # every classifier figure is replaced by its PSNR equivalent
@@ -278,14 +279,11 @@ def test_inr_report_shows_psnr_and_originals_beside_reconstructions(inr_zoo, tmp
     assert "colour: final PSNR" in section(page, "weights-siren")
 
 
-def test_inr_report_without_its_dataset_shows_reconstructions_only(inr_zoo, tmp_path, monkeypatch):
-    import builders.data
-
+def test_inr_report_without_its_dataset_shows_reconstructions_only(inr_zoo, tmp_path):
     def missing(*args, **kwargs):
         raise ZooError("dataset 'digits': files not found or unreadable under /nowhere")
 
-    monkeypatch.setattr(builders.data, "load_images", missing)
-    report = write_report(inr_zoo, tmp_path / "out")
+    report = write_report(inr_zoo, tmp_path / "out", images=missing)
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert sections(page) == INR_SECTIONS
     part = section(page, "reconstructions")
@@ -295,6 +293,14 @@ def test_inr_report_without_its_dataset_shows_reconstructions_only(inr_zoo, tmp_
     assert len(re.findall(r'<tr data-model="\d+">', part)) == 8  # every field, fewer than the default 12
     assert report["samples"]["reconstructions"] == {"models": 8, "of": 8, "originals": False}
     assert "the original images could not be loaded" in section(page, "sampling")
+
+
+def test_inr_report_without_an_image_reader_says_so(inr_zoo, tmp_path):
+    """zoo never imports builders: a caller that hands in no reader gets the reconstructions and the reason."""
+    report = write_report(inr_zoo, tmp_path / "out")
+    part = section((tmp_path / "out" / "index.html").read_text(encoding="utf-8"), "reconstructions")
+    assert 'data-originals="0"' in part and "no image reader was given" in part and "reconstructions only" in part
+    assert report["samples"]["reconstructions"] == {"models": 8, "of": 8, "originals": False}
 
 
 def test_empty_inr_store_reports_its_sections(tmp_path):

@@ -547,11 +547,13 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 @command("report", "write DIR/index.html: figures of accuracy (inr zoos: PSNR, originals beside reconstructions), "
                    "hyperparameters, training curves and weights (opens offline)", _report_arguments)
 def _report(args: argparse.Namespace) -> int:
+    from builders.data import load_images  # the report's inr originals: zoo itself never imports builders
+
     from .report import ReportOptions, write_report
 
     opts = ReportOptions(weight_models=args.weight_models, pca_points=args.pca_points, curve_models=args.curve_models,
                          seed=args.seed, data_root=args.data_root)
-    result = write_report(args.store, args.output, opts)
+    result = write_report(args.store, args.output, opts, images=load_images)
     if args.json:
         _print_json(result)
     else:

@@ -4,8 +4,9 @@ Before anyone trains on a zoo they ask: did the models learn, what do the hyperp
 diverge, how do the weights move during training? The page answers with figures made from the store
 alone (metadata and weights; no manifest file, no dataset, no network). An inr zoo (one neural field per
 image) is judged by PSNR instead of test accuracy, and its page adds a grid of original images beside
-the fields' reconstructions; only the originals of that grid are read from the zoo's dataset, and where
-they cannot be, the grid shows the reconstructions alone and says why.
+the fields' reconstructions; only the originals of that grid are read from the zoo's dataset, through the
+image reader the caller hands in (``zoo report`` passes ``builders.data.load_images``: ``zoo`` never imports
+``builders`` itself), and where they cannot be, the grid shows the reconstructions alone and says why.
 
 Cost is bounded whatever the zoo's size: every figure drawn from metadata uses all of it (a Parquet
 table of one row per checkpoint is small), while weights are read only for a seeded sample of models
@@ -19,6 +20,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +66,9 @@ PSNR_LABEL = "PSNR (dB; pixel values in [0, 1])"
 INR_METRICS = (("mse", "MSE", "mean squared error of the pixels on the image's grid"),
                ("psnr", "PSNR (dB)", "-10 log10(MSE) on the image's grid"),
                ("psnr_2x", "PSNR 2× (dB)", "on a 2× grid, against the bilinearly upsampled image"))
+#: Reads images ``indices`` of ``split`` of a manifest's dataset section: ((N, C, H, W) pixels in [0, 1], labels),
+#: as ``builders.data.load_images`` does; how an inr report gets its originals without importing ``builders``.
+ImageReader = Callable[[Mapping[str, Any], str, Sequence[int]], tuple[torch.Tensor, Any]]
 #: Axis titles for hyperparameter columns whose names are abbreviations.
 HPARAM_TITLES = {"lr": "learning rate", "weight_decay": "weight decay", "init_std": "init standard deviation",
                  "train_fraction": "fraction of training data", "batch_size": "batch size",
@@ -328,19 +333,19 @@ def _grid_rows(d: _Data, k: int) -> tuple[np.ndarray, int]:
     return order[np.unique(np.round(np.linspace(0, len(order) - 1, k)).astype(np.int64))], len(cand)
 
 
-def _originals(z: Zoo, d: _Data, rows: np.ndarray, data_root: str | None
+def _originals(z: Zoo, d: _Data, rows: np.ndarray, data_root: str | None, load_images: ImageReader | None
                ) -> tuple[dict[int, np.ndarray] | None, str]:
-    """{row: (C, H, W) original image} for the rows' images, read from the zoo's dataset; or (None, why not).
-    The dataset's files are looked for under ``data_root`` (the user's; default the library's data folder), never
-    under a root the store names, and nothing is downloaded: a store is data, and may not point a report at this
-    machine's files or at the network."""
+    """{row: (C, H, W) original image} for the rows' images, read from the zoo's dataset with ``load_images``; or
+    (None, why not). The dataset's files are looked for under ``data_root`` (the user's; default the library's
+    data folder), never under a root the store names, and nothing is downloaded: a store is data, and may not
+    point a report at this machine's files or at the network."""
     splits = [d.table.column("image_split")[int(r)].as_py() for r in rows]
     indices = [d.table.column("image_index")[int(r)].as_py() for r in rows]
     if None in splits or None in indices:
         return None, "the store records no image index or split for some of these models"
+    if load_images is None:
+        return None, "no image reader was given (zoo report passes builders.data.load_images)"
     try:
-        from builders.data import load_images  # torch-heavy: only an inr report reads images
-
         dataset = {**z.manifest.dataset, "root": data_root or SECTIONS["dataset"]["root"].default, "download": False}
         images: dict[int, np.ndarray] = {}
         for split in sorted(set(splits)):
@@ -362,7 +367,7 @@ def _show(ax, image: np.ndarray, title: str) -> None:
     ax.set_axis_off()
 
 
-def _reconstruction_figure(z: Zoo, d: _Data, out: Path, opts: ReportOptions
+def _reconstruction_figure(z: Zoo, d: _Data, out: Path, opts: ReportOptions, images: ImageReader | None
                            ) -> tuple[str | None, str, dict, str, str]:
     """The grid of originals beside reconstructions: (figure, caption, sample info, HTML of a note when the
     originals are missing, HTML table of the models drawn)."""
@@ -370,7 +375,7 @@ def _reconstruction_figure(z: Zoo, d: _Data, out: Path, opts: ReportOptions
     info: dict[str, Any] = {"models": int(len(rows)), "of": n_cand, "originals": False}
     if not rows.size:
         return None, "No healthy final checkpoint with a finite PSNR to render.", info, "", ""
-    originals, why = _originals(z, d, rows, opts.data_root)
+    originals, why = _originals(z, d, rows, opts.data_root, images)
     info["originals"] = originals is not None
     _, height, width = z.manifest.input_shape
     per = 2 if originals is not None else 1  # axes per model
@@ -692,8 +697,12 @@ def _diverged_html(z: Zoo, d: _Data, varied: list[str], limit: int = 50) -> str:
             f"'diverged'.</p><table><tr>{head}</tr>{''.join(body)}</table>{tail}")
 
 
-def write_report(store: str | Path, output: str | Path, options: ReportOptions | None = None) -> dict[str, Any]:
+def write_report(store: str | Path, output: str | Path, options: ReportOptions | None = None, *,
+                 images: ImageReader | None = None) -> dict[str, Any]:
     """Write ``output/index.html`` and its PNG figures for the zoo at ``store``; returns a summary.
+
+    ``images`` reads an inr zoo's original images (``builders.data.load_images``); without it the grid shows the
+    reconstructions alone and says why.
 
     Raises ``StoreNotFoundError`` for a path without a store and ``ZooError`` when ``output`` is a file.
     """
@@ -729,7 +738,7 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
                 figures.append(src)
                 sections.append(("psnr", "PSNR of the fits", _figure_html(src, cap, "histograms of final PSNR")
                                  + _metrics_html(d)))
-                grid, cap, samples["reconstructions"], note, table = _reconstruction_figure(z, d, out, opts)
+                grid, cap, samples["reconstructions"], note, table = _reconstruction_figure(z, d, out, opts, images)
                 figures += [grid] if grid else []
                 sections.append(("reconstructions", "Originals and reconstructions", note + _figure_html(
                     grid, cap, "original images beside their fields' reconstructions") + table))
