@@ -26,6 +26,7 @@ from loaders.symmetry import BatchSymmetry
 from loaders.tokens import Tokenizer
 from zoo.architectures import get_architecture
 from zoo.architectures.derive import derive, preservation_error
+from zoo.symmetry import SYMMETRIES
 
 MODELS = {
     "resnet18": lambda: tvm.resnet18(num_classes=10),
@@ -48,7 +49,7 @@ def derive_table() -> list[dict]:
         d = derive(module, x)
         seconds = time.perf_counter() - start
         row = {"model": name, "params": d.layout.num_params, "groups": len(d.spec.groups), "derive_s": seconds}
-        for kind in ("permute", "rescale", "signflip"):
+        for kind in SYMMETRIES:
             allowed = any(kind in g.allowed(None) for g in d.spec.groups.values())
             row[kind] = preservation_error(module, d.layout, d.spec, x, symmetries=(kind,)) if allowed else None
         out.append(row)
@@ -96,8 +97,7 @@ def main() -> None:
         return
     print(f"{'model':<20}{'params':>12}{'groups':>8}{'derive s':>10}{'permute':>11}{'rescale':>11}{'signflip':>11}")
     for r in table:
-        kinds = ("permute", "rescale", "signflip")
-        errs = "".join(f"{'-' if r[k] is None else format(r[k], '.1e'):>11}" for k in kinds)
+        errs = "".join(f"{'-' if r[k] is None else format(r[k], '.1e'):>11}" for k in SYMMETRIES)
         print(f"{r['model']:<20}{r['params']:>12,}{r['groups']:>8}{r['derive_s']:>10.3f}{errs}")
     print(f"\nViT ({loader['params']:,} parameters), samples/s, one thread:")
     for kind in ("flat", "tokens"):

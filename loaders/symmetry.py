@@ -31,9 +31,7 @@ import numpy as np
 import torch
 
 from zoo.layout import Layout
-from zoo.symmetry import SymmetrySpec, axis_factor, axis_index, entry_groups, is_simple, parse_axis
-
-SYMMETRIES = ("permute", "rescale", "signflip")
+from zoo.symmetry import SYMMETRIES, SymmetrySpec, axis_factor, axis_index, entry_groups, is_simple, parse_axis
 
 
 def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:

@@ -395,7 +395,6 @@ def _json_argument(p: argparse.ArgumentParser) -> None:
 #: The largest relative output error ``zoo architectures --check`` accepts after a symmetry transform (float64):
 #: rounding of a correct spec is ~1e-15, a wrong axis gives errors of order 1.
 CHECK_TOLERANCE = 1e-5
-CHECK_SYMMETRIES = ("permute", "rescale", "signflip")
 
 
 def _architectures_arguments(p: argparse.ArgumentParser) -> None:
@@ -494,13 +493,14 @@ def _check_architecture(args: argparse.Namespace) -> int:
     import torch
 
     from .architectures.derive import describe, preservation_error
+    from .symmetry import SYMMETRIES
 
     derived = arch.derive()
     spec, activation = derived.spec, arch.activation
     module = arch.module()
     example = torch.randn(4, *arch.input_shape, generator=torch.Generator().manual_seed(0))
     checks = {}
-    for kind in CHECK_SYMMETRIES:
+    for kind in SYMMETRIES:
         error = preservation_error(module, derived.layout, spec, example, activation=activation, symmetries=(kind,))
         drawn = any(kind in g.allowed(activation) for g in spec.groups.values())
         checks[kind] = {"error": error, "ok": error <= CHECK_TOLERANCE, "drawn": drawn}

@@ -42,6 +42,10 @@ if TYPE_CHECKING:  # the transforms import torch; declaring and reading a spec n
 #: sign flip), "linear" (nothing nonlinear: both) and "fixed" (permutation only: LayerNorm, softmax attention,
 #: GELU, sigmoid, ...).
 NONLINEARITIES = ("act", "pool_act", "relu", "odd", "linear", "fixed")
+#: Every symmetry a permutation group may allow, in the order they are drawn: a permutation of its units, a
+#: positive per-unit rescale, a per-unit sign flip. The spec's transforms, the derivation's exactness test, ``zoo
+#: architectures --check`` and the loaders' ``augment`` kinds all read this one tuple.
+SYMMETRIES = ("permute", "rescale", "signflip")
 #: Activations for which positive per-unit rescaling is exact: f(a x) = a f(x), a > 0.
 POSITIVE_HOMOGENEOUS = frozenset({"relu", "leaky_relu"})
 #: Odd activations: f(-x) = -f(x), so a unit's sign can flip ("sin": siren's sine layers, any omega).
@@ -244,7 +248,7 @@ class SymmetrySpec:
 
     def random_transform(self, layout: Layout, state_dict: Mapping[str, torch.Tensor],
                          activation: str | None, generator: torch.Generator,
-                         symmetries: frozenset[str] = frozenset({"permute", "rescale", "signflip"}),
+                         symmetries: frozenset[str] = frozenset(SYMMETRIES),
                          ) -> dict[str, torch.Tensor]:
         """Draw a random element of the allowed symmetry group and apply it."""
         import torch

@@ -67,7 +67,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ZooError
 from ..layout import Layout
-from ..symmetry import SymmetrySpec
+from ..symmetry import SYMMETRIES, SymmetrySpec
 
 #: Activations by name: which allow a positive rescale, which a sign flip.
 HOMOGENEOUS = frozenset({"relu", "leaky_relu"})
@@ -947,7 +947,7 @@ def describe(spec: SymmetrySpec, activation: str | None = None) -> list[str]:
 
 
 def preservation_error(module: nn.Module, layout: Layout, spec: SymmetrySpec, example: torch.Tensor,
-                       activation: str | None = None, symmetries: Sequence[str] = ("permute", "rescale", "signflip"),
+                       activation: str | None = None, symmetries: Sequence[str] = SYMMETRIES,
                        seed: int = 0) -> float:
     """Relative error ``max |f'(x) - f(x)| / max |f(x)|`` (eval mode, float64) of a copy of ``module`` with random
     tensors (torch's inits leave some at zero: a ViT's head) after a random element of the spec's group restricted
