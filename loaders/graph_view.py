@@ -44,7 +44,7 @@ from zoo.layout import Layout
 from zoo.symmetry import SymmetrySpec
 
 from .layers import NORM_ROLES, Layer, network_layers, require_spec
-from .views import VIEWS, View
+from .views import View
 
 NODE_FEATURES = ("bias", *NORM_ROLES)
 NODE_TYPES = ("input", "hidden", "output")
@@ -225,7 +225,6 @@ def disjoint_union(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-@VIEWS.decorator("graph")
 def graph(layout: Layout, spec: SymmetrySpec | None = None) -> View:
     """The ``NeuralGraph`` of ``layout``; needs the architecture's symmetry spec to connect the layers."""
     g = NeuralGraph(layout, require_spec("graph", spec))

@@ -42,7 +42,7 @@ from zoo.layout import Layout
 from zoo.symmetry import SymmetrySpec
 
 from .layers import NORM_ROLES, Layer, network_layers, require_spec
-from .views import VIEWS, View
+from .views import View
 
 STYLES = ("nfn", "dws")
 
@@ -150,14 +150,12 @@ def weights_and_biases(batch: Mapping[str, torch.Tensor]) -> tuple[tuple[torch.T
     return tuple(batch[f"weight.{i}"] for i in range(n)), tuple(batch[f"bias.{i}"] for i in range(n))
 
 
-@VIEWS.decorator("nfn")
 def nfn(layout: Layout, spec: SymmetrySpec | None = None) -> View:
     """NFN's layout, one tensor per layer weight and bias; needs the architecture's symmetry spec."""
     lt = LayerTensors(layout, require_spec("nfn", spec), "nfn")
     return View("nfn", lt.encode, lt.decode)
 
 
-@VIEWS.decorator("dws")
 def dws(layout: Layout, spec: SymmetrySpec | None = None) -> View:
     """DWSNets' layout (input axis first); needs the architecture's symmetry spec."""
     lt = LayerTensors(layout, require_spec("dws", spec), "dws")

@@ -33,6 +33,10 @@ class View:
 
 
 VIEWS: Registry[Callable[..., View]] = Registry("view")
+# the views of their own modules, imported on first use: every view is known without importing any of them
+VIEWS.register_lazy("nfn", "loaders.nfn_views", "nfn")
+VIEWS.register_lazy("dws", "loaders.nfn_views", "dws")
+VIEWS.register_lazy("graph", "loaders.graph_view", "graph")
 
 
 def make_view(name: str, layout: Layout, spec: Any = None, **options: Any) -> View:

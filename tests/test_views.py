@@ -319,3 +319,29 @@ def test_networks_the_views_cannot_read_are_named():
     g = NeuralGraph(resmlp, SymmetrySpec.build(resmlp, axes, {"S": "act", "H": "act"}))
     residual = g.edge_index[:, g.edge_type == EDGE_TYPES.index("residual")]
     assert residual.T.tolist() == [[4 + i, 4 + 3 + 5 + i] for i in range(3)]
+
+
+def test_every_view_is_known_without_importing_its_module():
+    """``import loaders`` is lazy, and the registry names nfn/dws/graph before their modules are imported (no
+    import for its side effect); the first use imports the one module it needs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, loaders\n"
+            "first = sorted(m for m in ('torch', 'loaders.views', 'loaders.dataset') if m in sys.modules)\n"
+            "names = loaders.VIEWS.names()\n"
+            "before = sorted(m for m in ('loaders.nfn_views', 'loaders.graph_view') if m in sys.modules)\n"
+            "from zoo.architectures import get_architecture\n"
+            "arch = get_architecture('mlp', (1, 8, 8))\n"
+            "view = loaders.make_view('graph', arch.layout, spec=arch.symmetry)\n"
+            "after = sorted(m for m in ('loaders.nfn_views', 'loaders.graph_view') if m in sys.modules)\n"
+            "print(first, names, before, after, view.name)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    assert out == ("[] ['dws', 'flat', 'graph', 'nfn', 'state_dict', 'tokens'] [] ['loaders.graph_view'] graph")
+
+
+def test_an_unknown_view_lists_every_view():
+    with pytest.raises(ZooError, match=r"unknown view: got 'nfm'; allowed: dws, flat, graph, nfn, state_dict, tokens"):
+        make_view("nfm", _arch("mlp").layout)

@@ -2,10 +2,14 @@
 
 One registry per kind (architectures, datasets, ...). Names are validated
 against the registry's own keys, never against a second hand-kept list.
+An entry may be lazy (``register_lazy``): the registry knows its name from the
+start, and imports the module that defines it on first use, so no module has
+to be imported for its side effect of registering.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,16 +26,24 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._items: dict[str, T] = {}
+        self._items: dict[str, T | _Lazy] = {}
 
     def register(self, name: str, item: T) -> T:
         """Add ``item`` under ``name`` (lower-cased); a taken name raises ``ZooError``. Returns ``item``."""
+        self._add(name, item)
+        return item
+
+    def register_lazy(self, name: str, module: str, attr: str) -> None:
+        """Register ``name`` as ``module``'s attribute ``attr`` (absolute module name), imported on first ``get``:
+        the name is listed and checked at once, and the module's cost is paid only by whoever uses it."""
+        self._add(name, _Lazy(module, attr))
+
+    def _add(self, name: str, item: T | _Lazy) -> None:
         key = name.lower()
         if key in self._items:
             raise ZooError(f"{self.kind} {key!r} is already registered; register it under another name (taken: "
                            f"{', '.join(sorted(self._items))})")
         self._items[key] = item
-        return item
 
     def decorator(self, name: str) -> Callable[[T], T]:
         """``register`` as a decorator: ``@REGISTRY.decorator(name)`` above the definition it registers."""
@@ -46,17 +58,21 @@ class Registry(Generic[T]):
         ``UnknownNameError`` listing the registered names."""
         key = name.lower() if isinstance(name, str) else name
         try:
-            return self._items[key]
+            item = self._items[key]
         except (KeyError, TypeError):
             raise UnknownNameError(f"unknown {self.kind}: {allowed_text(name, self._items)}") from None
+        if isinstance(item, _Lazy):
+            item = self._items[key] = item.load(f"{self.kind} {key!r}")
+        return item
 
     def names(self) -> list[str]:
         """Registered names, lower-cased and sorted."""
         return sorted(self._items)
 
     def values(self) -> list[T]:
-        """The items in registration order (a command table lists its commands as declared)."""
-        return list(self._items.values())
+        """The items in registration order (a command table lists its commands as declared); lazy ones are
+        imported."""
+        return [self.get(key) for key in list(self._items)]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
@@ -112,6 +128,20 @@ class Declarations(Registry["Declaration"]):
     def unimplemented(self) -> list[str]:
         """Declared names without an implementation (empty once the implementing modules are imported)."""
         return [n for n in self.names() if n not in self._implementations]
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    """A registry entry not imported yet: attribute ``attr`` of module ``module``."""
+
+    module: str
+    attr: str
+
+    def load(self, what: str) -> Any:
+        item = getattr(importlib.import_module(self.module), self.attr, None)
+        if item is None:
+            raise ZooError(f"{what} is registered as {self.module}.{self.attr}, which that module does not define")
+        return item
 
 
 @dataclass(frozen=True)
