@@ -46,10 +46,31 @@ NONLINEARITIES = ("act", "pool_act", "relu", "odd", "linear", "fixed")
 #: positive per-unit rescale, a per-unit sign flip. The spec's transforms, the derivation's exactness test, ``zoo
 #: architectures --check`` and the loaders' ``augment`` kinds all read this one tuple.
 SYMMETRIES = ("permute", "rescale", "signflip")
-#: Activations for which positive per-unit rescaling is exact: f(a x) = a f(x), a > 0.
-POSITIVE_HOMOGENEOUS = frozenset({"relu", "leaky_relu"})
-#: Odd activations: f(-x) = -f(x), so a unit's sign can flip ("sin": siren's sine layers, any omega).
-ODD = frozenset({"tanh", "sin"})
+#: What each activation lets a unit's scale cross, by the name ``zoo.architectures.derive`` gives a torch
+#: activation (and an ``activation`` option or an imported zoo's metadata uses): "homogeneous" (positively
+#: homogeneous, f(a x) = a f(x) for a > 0: rescale) and "odd" (f(-x) = -f(x): sign flip). A name with neither, or
+#: not listed, allows permutation only. tests/test_symmetry.py checks every entry numerically on its torch module
+#: and function, both the properties listed and those not.
+ACTIVATION_PROPERTIES: dict[str, frozenset[str]] = {
+    "relu": frozenset({"homogeneous"}),
+    "leaky_relu": frozenset({"homogeneous"}),
+    "tanh": frozenset({"odd"}),
+    "sin": frozenset({"odd"}),  # siren's sine layers, any omega
+    "softsign": frozenset({"odd"}),
+    "hardtanh": frozenset({"odd"}),  # symmetric bounds; derive names other bounds "hardtanh_asymmetric"
+    "tanhshrink": frozenset({"odd"}),
+    "softshrink": frozenset({"odd"}),
+    "hardshrink": frozenset({"odd"}),
+    # homogeneous, but its slopes are parameters on the group's axis, which a rescale would have to leave alone:
+    # not derived, so permutation only
+    "prelu": frozenset(),
+    **dict.fromkeys(("hardtanh_asymmetric", "sigmoid", "logsigmoid", "hardsigmoid", "gelu", "silu", "mish",
+                     "hardswish", "relu6", "elu", "selu", "celu", "softplus"), frozenset()),
+}
+#: Activations for which positive per-unit rescaling is exact (read off ``ACTIVATION_PROPERTIES``).
+POSITIVE_HOMOGENEOUS = frozenset(name for name, p in ACTIVATION_PROPERTIES.items() if "homogeneous" in p)
+#: Odd activations, so a unit's sign can flip (read off ``ACTIVATION_PROPERTIES``).
+ODD = frozenset(name for name, p in ACTIVATION_PROPERTIES.items() if "odd" in p)
 
 
 #: One factor of an axis entry: a group name, or an extent that is not permuted.

@@ -15,12 +15,14 @@ layout tensors' axes take the spaces the ops bound to them.
 What each op allows is recorded on the spaces it touches and decides the
 group's nonlinearity (``zoo.symmetry.NONLINEARITIES``):
 
-- ReLU and LeakyReLU are positively homogeneous (rescale); tanh, sin,
-  softsign and symmetric hardtanh are odd (sign flip); max-pooling forbids a
-  sign flip; every other activation (GELU, sigmoid, SiLU, ReLU6, ...) allows
-  permutation only. With ``activation`` given (an architecture's option), a
-  group followed by exactly that activation is "act" ("pool_act" after a
-  max-pool), so one spec serves every activation of a zoo.
+- An activation allows what ``zoo.symmetry.ACTIVATION_PROPERTIES`` says of
+  its name: ReLU and LeakyReLU are positively homogeneous (rescale); tanh,
+  sin, softsign, symmetric hardtanh and the shrinks are odd (sign flip);
+  max-pooling forbids a sign flip; every other activation (GELU, sigmoid,
+  SiLU, ReLU6, ...) allows permutation only. With ``activation`` given (an
+  architecture's option), a group followed by exactly that activation is
+  "act" ("pool_act" after a max-pool), so one spec serves every activation
+  of a zoo.
 - BatchNorm follows its channels' permutation; a rescale or sign flip of its
   group moves to its affine weight and bias (the conv before it is normalized
   away), which is exact only when every writer of the group is normalized
@@ -67,12 +69,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ZooError
 from ..layout import Layout
-from ..symmetry import SYMMETRIES, SymmetrySpec
+from ..symmetry import ODD, POSITIVE_HOMOGENEOUS, SYMMETRIES, SymmetrySpec
 
-#: Activations by name: which allow a positive rescale, which a sign flip.
-HOMOGENEOUS = frozenset({"relu", "leaky_relu"})
-ODD = frozenset({"tanh", "sin", "softsign", "hardtanh", "tanhshrink", "softshrink", "hardshrink"})
-
+#: Torch activations by the name ``zoo.symmetry.ACTIVATION_PROPERTIES`` says what each allows under.
 _MODULE_ACTIVATIONS: dict[type, str] = {
     nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.GELU: "gelu",
     nn.SiLU: "silu", nn.ReLU6: "relu6", nn.ELU: "elu", nn.SELU: "selu", nn.CELU: "celu", nn.Hardswish: "hardswish",
@@ -846,7 +845,7 @@ def _nonlinearity(r: Space, activation: str | None) -> str:
         return "fixed"
     if activation is not None and acts == {activation}:
         return "pool_act" if "maxpool" in facts else "act"
-    scale = acts <= HOMOGENEOUS
+    scale = acts <= POSITIVE_HOMOGENEOUS
     flip = acts <= ODD and "maxpool" not in facts
     return {(True, True): "linear", (True, False): "relu", (False, True): "odd"}.get((scale, flip), "fixed")
 
