@@ -345,3 +345,15 @@ def test_every_view_is_known_without_importing_its_module():
 def test_an_unknown_view_lists_every_view():
     with pytest.raises(ZooError, match=r"unknown view: got 'nfm'; allowed: dws, flat, graph, nfn, state_dict, tokens"):
         make_view("nfm", _arch("mlp").layout)
+
+
+def test_a_lazy_entry_naming_nothing_is_an_error_naming_it():
+    from zoo.registry import Registry
+
+    things: Registry[object] = Registry("thing")
+    things.register_lazy("x", "loaders.views", "no_such_view")
+    assert things.names() == ["x"] and "x" in things
+    with pytest.raises(ZooError, match=r"thing 'x' is registered as loaders.views.no_such_view, which that module"):
+        things.get("x")
+    with pytest.raises(ZooError, match=r"thing 'x' is already registered"):
+        things.register("X", object())
