@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from . import __version__
 from .errors import ZooError
 from .registry import Registry
+from .text import byte_size, epochs_text
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 Runner = Callable[[argparse.Namespace], Mapping[str, Any]]
@@ -112,14 +113,6 @@ def importer(name: str, help: str, arguments: Arguments) -> Callable:  # noqa: A
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
 
 
 def parse_storage_options(items: Sequence[str] | None) -> dict[str, Any]:
@@ -258,12 +251,13 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(s)
         return 0
-    rows = [("zoo", s["zoo"]), ("models", f"{s['models']:,}"), ("checkpoint epochs", _epochs(s["checkpoint_epochs"])),
+    rows = [("zoo", s["zoo"]), ("models", f"{s['models']:,}"),
+            ("checkpoint epochs", epochs_text(s["checkpoint_epochs"])),
             ("checkpoints", f"{s['checkpoints']:,}"),
             ("units of work", f"{s['units']:,} ({s['groups']:,} groups of up to {s['group_size']} models)")]
     rows += [(f"  {a}", f"{n:,} parameters, row of {s['row_lengths'][a]:,} floats")
              for a, n in s["architectures"].items()]
-    rows.append(("store size", _bytes(s["store_bytes"])))
+    rows.append(("store size", byte_size(s["store_bytes"])))
     pops = s["populations"]
     rows.append(("training", f"{pops['count']:,} population(s) on {pops['device']}, step {pops['step_mode']}"))
     shown: dict[tuple, int] = {}
@@ -274,12 +268,6 @@ def _plan(args: argparse.Namespace) -> int:
              for (arch, models, why), n in shown.items()]
     print(_table(rows))
     return 0
-
-
-def _epochs(epochs: list[int]) -> str:
-    if len(epochs) > 3 and epochs == list(range(epochs[0], epochs[-1] + 1)):
-        return f"{epochs[0]}..{epochs[-1]}"
-    return ", ".join(map(str, epochs))
 
 
 def _store_arguments(p: argparse.ArgumentParser) -> None:
@@ -304,7 +292,7 @@ def _info(args: argparse.Namespace) -> int:
         rows.append(("description", info["description"]))
     rows += [("models", f"{info['models_with_checkpoints']:,} with checkpoints of {info['models']:,} planned"),
              ("checkpoints", f"{info['checkpoints']:,} of {info['checkpoints_planned']:,} "
-                             f"(epochs {_epochs(info['checkpoint_epochs'])})")]
+                             f"(epochs {epochs_text(info['checkpoint_epochs'])})")]
     for arch_id, a in info["architectures"].items():
         rows.append((f"  {arch_id}", f"{a['name']}: {a['params']:,} parameters, {a['rows']:,} rows of "
                                      f"{a['row_length']:,} floats ({a['rows_planned']:,} for checkpoints, "
@@ -315,7 +303,7 @@ def _info(args: argparse.Namespace) -> int:
         rows.append((f"test acc (epoch {f['epoch']})", f"{f['min']:.4f} .. {f['max']:.4f} (median {f['median']:.4f})"))
     elif info["test_acc"]:
         rows.append(("test acc", f"{info['test_acc']['min']:.4f} .. {info['test_acc']['max']:.4f}"))
-    rows.append(("size on disk", _bytes(info["bytes"])))
+    rows.append(("size on disk", byte_size(info["bytes"])))
     print(_table(rows))
     return 0
 
@@ -584,7 +572,7 @@ def _import(args: argparse.Namespace) -> int:
     if "checkpoints" in s:
         line += f", {s['checkpoints']:,} checkpoints"
     if s.get("checkpoint_epochs"):
-        line += f" (epochs {_epochs(s['checkpoint_epochs'])})"
+        line += f" (epochs {epochs_text(s['checkpoint_epochs'])})"
     line += f" from {s.get('source')} as zoo {s.get('zoo')!r}"
     if "units_written" in s:
         line += f"; wrote {s['units_written']:,} unit(s), skipped {s.get('units_skipped', 0):,} already committed"

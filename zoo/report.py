@@ -47,6 +47,7 @@ from .layout import TRAINABLE_ROLES, Layout
 from .manifest import SECTIONS
 from .store import open_zoo
 from .store.reader import Zoo
+from .text import byte_size, epochs_text
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -135,14 +136,6 @@ def _sort_key(value: Any) -> tuple:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (1, float(value), "")
     return (2, 0.0, _label(value))
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class _Data:
@@ -641,12 +634,6 @@ def _figure_html(src: str | None, caption: str, alt: str) -> str:
     return (f'<figure><img src="{_e(src)}" alt="{_e(alt)}"><figcaption>{_e(caption)}</figcaption></figure>')
 
 
-def _epochs_text(epochs: list[int]) -> str:
-    if len(epochs) > 3 and epochs == list(range(epochs[0], epochs[-1] + 1)):
-        return f"{epochs[0]}..{epochs[-1]}"
-    return ", ".join(map(str, epochs))
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "arch"
 
@@ -668,7 +655,7 @@ def _counts_html(c: dict[str, int], z: Zoo, d: _Data) -> str:
              f"{c['diverged_checkpoints']:,} checkpoints with status 'diverged'"),
             ("missing_units", "missing units", c["missing_units"],
              f"{c['units_done']:,} of {c['units_total']:,} units of work committed"),
-            ("store_bytes", "store size", c["store_bytes"], _bytes(c["store_bytes"]))]
+            ("store_bytes", "store size", c["store_bytes"], byte_size(c["store_bytes"]))]
     for arch, a in z.attrs["architectures"].items():
         n = int((d.arch == arch).sum())
         rows.append((f"arch:{arch}", f"architecture {arch}", n,
@@ -800,7 +787,7 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
                         f"({w['checkpoints']:,} checkpoints); PCA read {p['points']:,} of {p['of']:,} "
                         "final checkpoints.")
     sampling.append(f"Samples are drawn with seed {opts.seed}; weight reads are capped at "
-                    f"{_bytes(opts.read_bytes)} per architecture and figure.")
+                    f"{byte_size(opts.read_bytes)} per architecture and figure.")
     sections.insert(1, ("sampling", "Sampling", "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sampling) + "</ul>"))
 
     seconds = time.perf_counter() - start
@@ -810,7 +797,7 @@ def write_report(store: str | Path, output: str | Path, options: ReportOptions |
             f"</title><style>{CSS}</style></head><body><h1>Zoo report: {_e(z.manifest.name)}</h1>"
             + (f"<p>{_e(desc)}</p>" if desc else "")
             + f"<p class=\"note\">Store {_e(z.url)}; dataset {_e(z.manifest.dataset['name'])}; checkpoint epochs "
-              f"{_e(_epochs_text(epochs))}.</p><nav>{nav}</nav>"
+              f"{_e(epochs_text(epochs))}.</p><nav>{nav}</nav>"
             + "".join(f'<section id="{_e(k)}"><h2>{_e(t)}</h2>{body}</section>' for k, t, body in sections)
             + f"<footer>Made by weightzoo {__version__} (zoo report) in {seconds:.1f} s.</footer></body></html>\n")
     index = out / "index.html"
