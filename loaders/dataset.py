@@ -35,15 +35,18 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from zoo.errors import ZooError, allowed_text
 from zoo.hf import open_source
 from zoo.store import Zoo
+from zoo.symmetry import SYMMETRIES
 
 from .augment import check_erase, erase, noise
 from .normalize import Normalizer, statistics_key
 from .splits import load_split, split_models
-from .symmetry import SYMMETRIES, BatchSymmetry, Draws
+from .symmetry import BatchSymmetry, Draws
 from .tokens import PER_SAMPLE_MIN_VALUES, Tokenizer
 from .views import check_view, make_view
 
-AUGMENTATIONS = (*SYMMETRIES, "noise", "erase", "window", "two_view")
+#: What ``augment=`` may name: augmentations of the *weights* (the symmetries, noise, erasing, windows, two views),
+#: apart from ``zoo.recipes.AUGMENTATIONS``, the image augmentations a build trains with.
+WEIGHT_AUGMENTATIONS = (*SYMMETRIES, "noise", "erase", "window", "two_view")
 STATS_DIR = ".stats"
 #: Rows of at least this many values are tokenized straight from the store's memory maps (``Tokenizer.encode_views``).
 VIEWS_MIN_VALUES = PER_SAMPLE_MIN_VALUES
@@ -86,9 +89,9 @@ class _Zoo:
                  threads: int = 1) -> None:
         self.zoo = open_source(store, hub=hub, revision=revision, storage_options=dict(storage_options or {}))
         check_view(view)
-        bad = [a for a in augment if a not in AUGMENTATIONS]
+        bad = [a for a in augment if a not in WEIGHT_AUGMENTATIONS]
         if bad:
-            raise ZooError(f"augment: {allowed_text(bad[0], AUGMENTATIONS)}")
+            raise ZooError(f"augment: {allowed_text(bad[0], WEIGHT_AUGMENTATIONS)}")
         arch_ids = self.zoo.arch_ids
         if arch is None:
             if len(arch_ids) > 1:
