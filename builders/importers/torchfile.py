@@ -557,12 +557,7 @@ class _Unpickler(pickle.Unpickler):
         return tensor
 
     def persistent_load(self, pid: Any) -> np.ndarray:
-        try:
-            typename, kind, key, _, numel = pid
-        except (TypeError, ValueError):
-            raise Unsupported(f"persistent id {pid!r}") from None
-        if typename != "storage" or type(kind) is not _StorageType or not isinstance(key, str):
-            raise Unsupported(f"persistent id {pid!r}")
+        kind, key, numel = _storage_id(pid)
         found = self.storages.get(key)
         if found is None:
             found = self.storages[key] = (_storage(self.data, self.entries, self.prefix, key, kind.dtype, numel),
@@ -580,15 +575,35 @@ class _Unpickler(pickle.Unpickler):
         return tuple((k, *self.origin[id(v)]) for k, v in obj.items())
 
 
-def _storage(data: bytes, entries: dict[str, tuple[int, int, int]], prefix: str, key: str, dtype: np.dtype,
-             numel: Any) -> np.ndarray:
-    """Storage ``key``: its record as a numpy array of ``numel`` values of ``dtype``."""
+def _storage_id(pid: Any) -> tuple[Any, str, Any]:
+    """``(kind, key, numel)`` of a pickle's persistent id ``("storage", kind, key, location, numel)``; any other id
+    is ``Unsupported`` (``numel`` is checked against the record by ``_storage_entry``)."""
+    try:
+        typename, kind, key, _, numel = pid
+    except (TypeError, ValueError):
+        raise Unsupported(f"persistent id {pid!r}") from None
+    if typename != "storage" or type(kind) is not _StorageType or not isinstance(key, str):
+        raise Unsupported(f"persistent id {pid!r}")
+    return kind, key, numel
+
+
+def _storage_entry(entries: dict[str, tuple[int, int, int]], prefix: str, key: str, dtype: np.dtype,
+                   numel: Any) -> tuple[str, tuple[int, int, int]]:
+    """Storage ``key``'s record name and entry, checked to hold exactly ``numel`` values of ``dtype`` (what both
+    readers check before a storage, real or a stand-in, exists)."""
     name = f"{prefix}data/{key}"
     entry = entries.get(name)
     if entry is None:
         raise Unreadable(f"{DAMAGED} (no record for storage {key!r})")
     if not isinstance(numel, int) or numel * dtype.itemsize != entry[1]:
         raise Unreadable(f"{DAMAGED} (storage {key!r} holds {entry[1]} bytes, not {numel} {dtype.name} values)")
+    return name, entry
+
+
+def _storage(data: bytes, entries: dict[str, tuple[int, int, int]], prefix: str, key: str, dtype: np.dtype,
+             numel: Any) -> np.ndarray:
+    """Storage ``key``: its record as a numpy array of ``numel`` values of ``dtype``."""
+    name, entry = _storage_entry(entries, prefix, key, dtype, numel)
     return np.frombuffer(_record(data, name, entry), dtype=dtype)
 
 
@@ -597,18 +612,8 @@ class _SizeUnpickler(_Unpickler):
     place in its storage is checked without reading the storage."""
 
     def persistent_load(self, pid: Any) -> np.ndarray:
-        try:
-            typename, kind, key, _, numel = pid
-        except (TypeError, ValueError):
-            raise Unsupported(f"persistent id {pid!r}") from None
-        if typename != "storage" or type(kind) is not _StorageType or not isinstance(key, str):
-            raise Unsupported(f"persistent id {pid!r}")
-        entry = self.entries.get(f"{self.prefix}data/{key}")
-        if entry is None:
-            raise Unreadable(f"{DAMAGED} (no record for storage {key!r})")
-        if not isinstance(numel, int) or numel * kind.dtype.itemsize != entry[1]:
-            raise Unreadable(f"{DAMAGED} (storage {key!r} holds {entry[1]} bytes, not {numel} {kind.dtype.name} "
-                             "values)")
+        kind, key, numel = _storage_id(pid)
+        _storage_entry(self.entries, self.prefix, key, kind.dtype, numel)
         return np.lib.stride_tricks.as_strided(np.zeros(1, kind.dtype), shape=(numel,), strides=(0,),
                                                writeable=False)
 
