@@ -412,8 +412,8 @@ def _exercise_store(path: Path) -> None:
         ds.collate([ds[0]])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_edit_of_a_store_s_zarr_json_is_accepted_or_refused_with_a_zoo_error(real, tmp_path, data):
     root, store, _ = real
@@ -431,8 +431,8 @@ def test_any_edit_of_a_store_s_zarr_json_is_accepted_or_refused_with_a_zoo_error
     assert not Path("/abs").exists() and not (tmp_path.parent / "x").exists()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_edit_of_an_export_s_descriptor_is_accepted_or_refused_with_a_zoo_error(real, tmp_path, data):
     root, _, desc = real

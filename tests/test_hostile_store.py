@@ -492,7 +492,8 @@ def mutate(data: bytes, mutation: tuple) -> bytes:
     return with_index(data, index)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutation=MUTATIONS, remote=st.booleans(), partial=st.booleans())
 def test_a_mutated_shard_reads_its_rows_or_refuses(fuzz_store, mutation, remote, partial):
     """Equal values or a ``StoreError``, never another exception; without ``verify=True`` too, except that a
