@@ -473,7 +473,7 @@ def _check_options(args: argparse.Namespace) -> tuple[tuple[int, int, int], int,
 
 def _check_architecture(args: argparse.Namespace) -> int:
     """``zoo architectures --check NAME``: the derived spec, what it leaves out, and the exactness test of
-    DESIGN.md section 2 run on NAME, so a user sees what a zoo of their own module will permute before building."""
+    docs/design.md §2 run on NAME, so a user sees what a zoo of their own module will permute before building."""
     from .architectures import get_architecture
 
     shape, classes, options = _check_options(args)

@@ -1,6 +1,6 @@
 """Writing a zoo: create a store for a manifest, commit units, compact metadata.
 
-Commit protocol (DESIGN.md section 3): a unit's weights are written as one
+Commit protocol (docs/design.md §3): a unit's weights are written as one
 whole shard and flushed; only then is its metadata fragment written under a
 temporary name and renamed into place. A checkpoint exists if and only if its
 metadata row exists, so a crash at any instant leaves no half checkpoint and
