@@ -26,7 +26,7 @@ from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.manifest import ModelSpec
 
-from .optim import lr_factor, make_optimizer
+from .optim import lr_factor, population_optimizer
 from .population import Resumable, data_order, init_model
 
 
@@ -89,11 +89,7 @@ class InrPopulation(Resumable):
         self.params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in modules])
                        .to(self.device).requires_grad_(True) for name, _ in modules[0].named_parameters()}
 
-        def per_model(key: str) -> torch.Tensor:
-            return torch.tensor([float(s.training[key]) for s in self.specs], device=self.device)
-
-        self.optimizer = make_optimizer(self.training["optimizer"], list(self.params.values()), per_model("lr"),
-                                        per_model("weight_decay"), per_model("momentum"))
+        self.optimizer = population_optimizer(self.specs, list(self.params.values()), self.device)
         self.epoch = 0
         self.diverged_t = torch.zeros(self.k, dtype=torch.bool, device=self.device)
         self.wall_time = 0.0

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from zoo.recipes import OPTIMIZERS, SCHEDULES
+
+if TYPE_CHECKING:
+    from zoo.manifest import ModelSpec
 
 
 def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -164,6 +167,18 @@ def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: torch.Tensor, 
                    momentum: torch.Tensor) -> PopulationOptimizer:
     """One optimizer over a population's stacked parameters, with per-model (K,) hyperparameters."""
     return optimizer_class(name)(params, lr, weight_decay, momentum)
+
+
+def population_optimizer(specs: Sequence[ModelSpec], params: Sequence[torch.Tensor], device: torch.device | str,
+                         dtype: torch.dtype | None = None) -> PopulationOptimizer:
+    """The optimizer of a population of ``specs`` (one recipe, so one optimizer kind), each model's learning rate,
+    weight decay and momentum read from its own spec: the one place a population's hyperparameters become (K,)
+    tensors, for classifiers and neural fields alike."""
+    def per_model(key: str) -> torch.Tensor:
+        return torch.tensor([float(s.training[key]) for s in specs], device=device, dtype=dtype)
+
+    return make_optimizer(specs[0].training["optimizer"], params, per_model("lr"), per_model("weight_decay"),
+                          per_model("momentum"))
 
 
 def lr_factor(schedule: str, step, total_steps: int):

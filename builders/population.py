@@ -33,7 +33,7 @@ from zoo.plan import PER_MODEL
 from .devices import choose_mode
 from .grouped import grouped_forward
 from .init import initialize
-from .optim import make_optimizer
+from .optim import population_optimizer
 from .step import StepKey, StepRunner, autocast, precision_context
 from .streams import model_keys, replace_dropout
 
@@ -157,11 +157,7 @@ class Population(Resumable):
         self.buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in modules]).to(self.device)
                         for name, _ in self.template.named_buffers() if name.rsplit(".", 1)[0] not in self.dropout}
 
-        def per_model(key: str) -> torch.Tensor:
-            return torch.tensor([float(s.training[key]) for s in self.specs], device=self.device, dtype=dtype)
-
-        self.optimizer = make_optimizer(self.training["optimizer"], list(self.params.values()), per_model("lr"),
-                                        per_model("weight_decay"), per_model("momentum"))
+        self.optimizer = population_optimizer(self.specs, list(self.params.values()), self.device, dtype=dtype)
         self.epoch = 0
         self.diverged_t = torch.zeros(self.k, dtype=torch.bool, device=self.device)
         self.wall_time = 0.0
