@@ -71,6 +71,7 @@ import numpy as np
 from zoo.datasets import DATASETS
 from zoo.errors import ZooError, allowed_text
 from zoo.manifest import SECTIONS, Manifest
+from zoo.text import epochs_text
 
 from . import safepaths, torchfile
 from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest, slug
@@ -341,13 +342,12 @@ class ModelZooSource(ImportSource):
                     raise ZooError(f"{file}: {why}; {INCOMPLETE_HINT}")
                 self.skipped_reasons[t.path.name] = f"{file.relative_to(t.path)}: {why}"
             elif missing:
+                why = f"no checkpoint for epoch(s) {epochs_text(missing)} of the zoo's {epochs_text(self.epochs)}"
                 if not skip_incomplete:
                     n = sum(sorted(u.checkpoints) != self.epochs for u in trials)
-                    raise ZooError(f"{t.path}: no checkpoint for epoch(s) {_span(missing)} of the zoo's "
-                                   f"{_span(self.epochs)} ({n} trial folder(s) incomplete); pass --skip-incomplete "
-                                   "to leave them out")
-                self.skipped_reasons[t.path.name] = (f"no checkpoint for epoch(s) {_span(missing)} of the zoo's "
-                                                     f"{_span(self.epochs)}")
+                    raise ZooError(f"{t.path}: {why} ({n} trial folder(s) incomplete); pass --skip-incomplete to "
+                                   "leave them out")
+                self.skipped_reasons[t.path.name] = why
         self.trials = [t for t in trials if t.path.name not in self.skipped_reasons]
         self._dataset, self._name = self._choose_dataset(dataset), name
         self._describe()
@@ -560,13 +560,6 @@ def _read_json(file: Path) -> Any:
 def _looks_like_trial(folder: Path) -> bool:
     return ((folder / "params.json").exists() or (folder / "result.json").exists()
             or any(CHECKPOINT_DIR.match(p.name) for p in folder.iterdir()))
-
-
-def _span(epochs: Sequence[int]) -> str:
-    epochs = list(epochs)
-    if len(epochs) > 3 and epochs == list(range(epochs[0], epochs[-1] + 1)):
-        return f"{epochs[0]}..{epochs[-1]}"
-    return ", ".join(map(str, epochs))
 
 
 def import_modelzoo(src: str | Path, store: str | Path, *, manifest: str | Path | Manifest | None = None,
