@@ -25,7 +25,8 @@ import torchvision.models as tvm
 from loaders.symmetry import BatchSymmetry
 from loaders.tokens import Tokenizer
 from zoo.architectures import get_architecture
-from zoo.architectures.derive import derive, preservation_error
+from zoo.architectures.check import preservation_error
+from zoo.architectures.derive import derive
 from zoo.symmetry import SYMMETRIES
 
 MODELS = {

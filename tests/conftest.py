@@ -27,7 +27,7 @@ def _architecture_cache(tmp_path_factory):
     """Architecture facts (layouts, activation sizes) are memoized on disk: keep the suite's memo to itself."""
     import os
 
-    from zoo.architectures.cache import CACHE_ENV
+    from zoo.paths import CACHE_ENV
 
     previous = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("weightzoo-cache"))

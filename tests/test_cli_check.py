@@ -67,9 +67,9 @@ def test_check_factory_prints_what_it_does_not_permute(capsys, tmp_path, monkeyp
 
 
 def test_check_fails_with_exit_code_1(capsys, monkeypatch):
-    import zoo.architectures.derive as derive
+    import zoo.architectures.check as check
 
-    monkeypatch.setattr(derive, "preservation_error", lambda *a, **k: 0.5)
+    monkeypatch.setattr(check, "preservation_error", lambda *a, **k: 0.5)
     code, out, _ = run(capsys, "architectures", "--check", "mlp", "--in-shape", "1,4,4", "--option", "hidden=[4]")
     assert code == 1
     assert "  permute   5.00e-01  FAIL" in out

@@ -20,7 +20,8 @@ from test_architectures import SHAPES
 from torch import nn
 
 from zoo.architectures import ARCHITECTURES, get_architecture
-from zoo.architectures.derive import Derived, derive, describe, preservation_error
+from zoo.architectures.check import describe, preservation_error
+from zoo.architectures.derive import Derived, derive
 from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.symmetry import ODD, POSITIVE_HOMOGENEOUS, SymmetrySpec, entry_groups, parse_entry

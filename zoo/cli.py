@@ -480,7 +480,7 @@ def _check_architecture(args: argparse.Namespace) -> int:
     arch = get_architecture(args.check, shape, classes, **options)  # an unknown name lists the registered ones
     import torch
 
-    from .architectures.derive import describe, preservation_error
+    from .architectures.check import describe, preservation_error
     from .symmetry import SYMMETRIES
 
     derived = arch.derive()

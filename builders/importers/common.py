@@ -41,9 +41,9 @@ from tqdm.auto import tqdm
 
 from zoo.errors import StoreNotFoundError, ZooError
 from zoo.manifest import Manifest, load_manifest
+from zoo.paths import is_url, local_path
 from zoo.plan import Unit
 from zoo.store import ZooWriter, create, open_zoo
-from zoo.store.reader import is_url, local_path
 from zoo.versions import torch_version
 
 from .workers import Workers, worker_count

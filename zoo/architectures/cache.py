@@ -20,17 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..paths import CACHE_ENV, cache_root  # noqa: F401 - CACHE_ENV: where callers met it first
+
 if TYPE_CHECKING:
     from .base import Architecture
-
-#: Environment variable naming the cache folder.
-CACHE_ENV = "WEIGHTZOO_CACHE"
-
-
-def cache_root() -> Path:
-    """The folder of weightzoo's caches (``$WEIGHTZOO_CACHE``, else ``~/.cache/weightzoo``)."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/weightzoo").expanduser()
-
 
 @functools.cache
 def _code_digest() -> str:

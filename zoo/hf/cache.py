@@ -11,10 +11,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zoo.architectures.cache import cache_root
 from zoo.errors import ZooError
+from zoo.paths import cache_root, is_url
 from zoo.store import Zoo, open_zoo
-from zoo.store.reader import is_url
 
 from .importing import import_export
 from .sources import SPELLINGS, Export, data_files, download_export, hub_ref, local_export, read_descriptor

@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from zoo.errors import StoreNotFoundError, ZooError
+from zoo.paths import is_url, local_path
 from zoo.store import Zoo
 from zoo.store.attributes import check_split
-from zoo.store.reader import is_url, local_path
 
 from .export import DESCRIPTOR
 

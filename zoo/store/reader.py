@@ -18,6 +18,7 @@ from ..architectures import Architecture
 from ..errors import StoreError, StoreNotFoundError, ZooError
 from ..layout import Layout
 from ..manifest import Manifest
+from ..paths import is_url, local_path
 from ..plan import Plan
 from ..symmetry import SymmetrySpec
 from . import format as fmt
@@ -28,17 +29,6 @@ if TYPE_CHECKING:  # state dicts and modules import torch when asked for; readin
     import torch
     from torch import nn
     from zarr.abc.store import Store
-
-
-def is_url(path: str | Path) -> bool:
-    """True for a remote fsspec URL (``s3://``, ``hf://``, ...); ``file://`` URLs and ``Path`` objects are local."""
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
-
-
-def local_path(path: str | Path) -> Path:
-    """The local path of a store argument (``file://`` stripped, ``~`` expanded): one spelling for every caller."""
-    text = str(path)
-    return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
 
 
 class Zoo:

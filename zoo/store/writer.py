@@ -35,10 +35,11 @@ import zarr.codecs
 from .. import __version__
 from ..errors import StoreError, ZooError
 from ..manifest import Manifest
+from ..paths import is_url, local_path
 from ..plan import Plan, Unit
 from ..versions import torch_version
 from . import format as fmt
-from .reader import Zoo, is_url, local_path
+from .reader import Zoo
 from .rows import fast_path_ok, row_checksums, shard_parts
 
 if TYPE_CHECKING:
