@@ -20,4 +20,8 @@ if TYPE_CHECKING:
 __getattr__ = lazy_names(__name__, _LAZY)
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 __all__ = ["BuildReport", "Population", "build", "build_groups"]

@@ -26,7 +26,7 @@ __getattr__ = lazy_names(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted(__all__)
 
 
 __all__ = ["VIEWS", "BatchSymmetry", "Normalizer", "ZooDataset", "ZooStream", "load_split", "make_view",
