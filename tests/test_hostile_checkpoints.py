@@ -20,6 +20,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -180,15 +181,26 @@ def test_an_unsafe_checkpoint_is_exit_2_or_left_out_with_skip_incomplete(mzdir, 
 
 
 # --- memory bombs, in a subprocess under an address-space limit ---------------------------------------------------
+#: ``zoo ARGS`` that writes its own peak RSS (KB) to ``$PEAK_FILE`` as it exits: the figure of this one process,
+#: not the largest of every child this test process ever ran (``RUSAGE_CHILDREN``).
+_PEAK = ("import atexit, os, resource, sys\n"
+         "atexit.register(lambda: open(os.environ['PEAK_FILE'], 'w').write("
+         "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+         "from zoo.cli import main\n"
+         "sys.exit(main(sys.argv[1:]))\n")
+
+
 def _limited(args: list[str], timeout: int = 180) -> tuple[subprocess.CompletedProcess, int]:
     """``zoo ARGS`` in a subprocess whose address space is capped at ``ADDRESS_LIMIT``; (result, its peak RSS in
-    KB, measured as the children's ru_maxrss, which only grows)."""
+    KB)."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_LIMIT, ADDRESS_LIMIT))
 
-    done = subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=limit, cwd=REPO)
-    return done, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = Path(folder) / "peak"
+        done = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=limit, cwd=REPO, env={**os.environ, "PEAK_FILE": str(peak_file)})
+        return done, int(peak_file.read_text())
 
 
 def memo_bomb() -> bytes:
