@@ -1,6 +1,6 @@
 """One declaration of a checked value: type, default, allowed names, range.
 
-Manifest fields (``zoo/manifest.py``) and architecture options (``zoo/architectures/base.py``) are both
+Manifest fields (``zoo/manifest/schema.py``) and architecture options (``zoo/architectures/base.py``) are both
 values a user writes in a manifest, so both are checked here, by one function, with the same messages. The
 caller adds where the value was written (file and field path).
 """
