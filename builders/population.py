@@ -32,7 +32,7 @@ from zoo.plan import PER_MODEL
 
 from .devices import choose_mode
 from .grouped import grouped_forward
-from .init import initialize
+from .initializers import initialize
 from .optim import population_optimizer
 from .step import StepKey, StepRunner, autocast, precision_context
 from .streams import model_keys, replace_dropout

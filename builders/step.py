@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .augment import augment_from_uniforms
 from .grouped import grouped_forward
+from .image_augment import augment_from_uniforms
 from .optim import apply_updates, lr_factor, optimizer_class
 from .streams import combine, uniform
 

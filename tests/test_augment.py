@@ -1,4 +1,4 @@
-"""builders.augment: batched, reproducible, and the same transforms as torchvision's per-image ones."""
+"""builders.image_augment: batched, reproducible, and the same transforms as torchvision's per-image ones."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from builders.augment import augment, crop_flip, flip_rotate
+from builders.image_augment import augment, crop_flip, flip_rotate
 from zoo.errors import ZooError
 from zoo.recipes import AUGMENTATIONS
 

@@ -53,7 +53,7 @@ def test_implementing_an_undeclared_name_or_twice_is_an_error():
 
 
 def test_a_builder_lookup_of_an_unknown_name_lists_the_declared_ones():
-    from builders.init import initialize
+    from builders.initializers import initialize
     from builders.optim import lr_factor, make_optimizer
 
     with pytest.raises(UnknownNameError, match=r"unknown optimizer: got 'adan'; allowed: adam, adamw, rmsprop, sgd "

@@ -33,7 +33,7 @@ SCHEDULES = _declarations("schedule", {
     "onecycle": "torch's OneCycleLR(max_lr=lr) stepped per batch, momentum not cycled",
 })
 
-#: ``training.init``: how conv and linear weights are drawn; biases get 0.01 (``builders/init.py``).
+#: ``training.init``: how conv and linear weights are drawn; biases get 0.01 (``builders/initializers.py``).
 INITS = _declarations("init", {
     "default": "PyTorch's own initialization, biases included",
     "uniform": "U(0, 1)",
@@ -46,7 +46,7 @@ INITS = _declarations("init", {
     "xavier_normal": "Glorot normal",
 })
 
-#: ``training.augmentation``: train-time image augmentation, batched on the device (``builders/augment.py``).
+#: ``training.augmentation``: train-time image augmentation, batched on the device (``builders/image_augment.py``).
 AUGMENTATIONS = _declarations("augmentation", {
     "none": "no augmentation",
     "crop_flip": "RandomCrop(size, padding=4), then RandomHorizontalFlip(0.5)",

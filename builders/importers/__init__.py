@@ -1,6 +1,6 @@
 """Importers of published zoo formats: each reads a zoo in its own layout into a weightzoo store.
 
-Each format is an ``ImportSource`` (``common.py``: read and validate everything, then write unit by unit) with
+Each format is an ``ImportSource`` (``protocol.py``: read and validate everything, then write unit by unit) with
 one entry function; ``zoo import NAME`` reaches them through the CLI's one importer registry
 (``zoo.cli.IMPORTERS``), which imports this package only when an import runs. The store's layout is the
 registered architecture's, so every view and augmentation works on imported zoos.
@@ -19,9 +19,9 @@ _LAZY = {"ImportReport": "common", "ImportSource": "common", "import_inr": "inr"
          "import_smallcnnzoo": "smallcnnzoo"}
 
 if TYPE_CHECKING:
-    from .common import ImportReport, ImportSource
     from .inr import import_inr
     from .modelzoo import import_modelzoo
+    from .protocol import ImportReport, ImportSource
     from .smallcnnzoo import import_smallcnnzoo
 
 

@@ -68,7 +68,7 @@ from zoo.manifest import IMAGE_SPLITS, Manifest
 from zoo.registry import Registry
 
 from . import safepaths, statedicts, torchfile
-from .common import ImportReport, ImportSource, slug
+from .protocol import ImportReport, ImportSource, slug
 from .statedicts import RowSpec, map_state_dict
 from .workers import Workers
 

@@ -74,7 +74,15 @@ from zoo.manifest import SECTIONS, Manifest
 from zoo.text import epochs_text
 
 from . import safepaths, torchfile
-from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest, slug
+from .protocol import (
+    ImportReport,
+    ImportSource,
+    is_number,
+    metrics_record,
+    population_manifest,
+    read_base_manifest,
+    slug,
+)
 from .statedicts import MISSING, IncompleteCheckpoint, RowSpec, load_state_dict, map_state_dict, read_rows
 from .workers import Workers, worker_count
 

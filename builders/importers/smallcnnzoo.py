@@ -42,7 +42,7 @@ from zoo.layout import Layout
 from zoo.manifest import Manifest
 
 from . import safepaths
-from .common import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest
+from .protocol import ImportReport, ImportSource, is_number, metrics_record, population_manifest, read_base_manifest
 
 FILES = ("weights.npy", "metrics.csv.gz", "layout.csv")
 #: TensorFlow Datasets names -> this library's dataset registry.

@@ -37,7 +37,7 @@ U = TypeVar("U")
 R = TypeVar("R")
 T = TypeVar("T")
 #: Modules a fork server imports once, so each worker starts with them.
-PRELOAD = ("builders.importers.common", "builders.importers.statedicts")
+PRELOAD = ("builders.importers.protocol", "builders.importers.statedicts")
 #: Set in worker processes (``_init_worker``).
 IN_WORKER = False
 
