@@ -22,7 +22,6 @@ under fork and spawn.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,9 +36,10 @@ from zoo.hf import open_source
 from zoo.store import Zoo
 from zoo.symmetry import SYMMETRIES
 
+from . import order as ordering
 from .augment import check_erase, erase, noise
 from .normalize import Normalizer, statistics_key
-from .splits import load_split, split_models
+from .selection import Selection, choose_arch, select
 from .symmetry import BatchSymmetry, Draws
 from .tokens import PER_SAMPLE_MIN_VALUES, Tokenizer
 from .views import check_view, make_view
@@ -92,15 +92,7 @@ class _Zoo:
         bad = [a for a in augment if a not in WEIGHT_AUGMENTATIONS]
         if bad:
             raise ZooError(f"augment: {allowed_text(bad[0], WEIGHT_AUGMENTATIONS)}")
-        arch_ids = self.zoo.arch_ids
-        if arch is None:
-            if len(arch_ids) > 1:
-                raise ZooError(f"{self.zoo.url} holds several architectures; choose one with arch= "
-                               f"({', '.join(arch_ids)})")
-            arch = arch_ids[0]
-        elif arch not in arch_ids:
-            raise ZooError(f"arch: {allowed_text(arch, arch_ids)}")
-        self.arch = arch
+        self.arch = arch = choose_arch(arch, self.zoo.arch_ids, self.zoo.url)
         self.layout = self.zoo.layout(arch)
         self.symmetry = BatchSymmetry(self.layout, self.zoo.symmetry(arch))
         self.view_name, self.view_options = view, dict(view_options or {})
@@ -111,93 +103,44 @@ class _Zoo:
             raise ZooError(f"threads: expected an integer >= 1, got {threads!r}")
         self.threads = threads
         self.augment = tuple(augment)
-        if "window" in self.augment and view != "tokens":
-            raise ZooError(f"augment: 'window' cuts windows of tokens; it needs view='tokens', not {view!r}")
         self.noise_std, self.windowsize, self.rescale_range = noise_std, windowsize, rescale_range
         self.erase_p, self.erase_scale = erase_p, tuple(erase_scale)
-        if "erase" in self.augment:
-            check_erase(erase_p, self.erase_scale)
-        if "window" in self.augment and (isinstance(windowsize, bool) or not isinstance(windowsize, int)
-                                         or windowsize < 1):
-            raise ZooError(f"windowsize: expected an integer >= 1 (tokens per window), got {windowsize!r}")
+        _check_augment_options(self.augment, view, self.erase_p, self.erase_scale, windowsize)
         self.seed = seed
         self.epoch = 0
         # check each row read against its recorded crc32 (also when the store was opened with verify=True)
         self.verify = bool(verify) or self.zoo.verify
 
-        meta = self.zoo.metadata
-        model_ids = np.asarray(meta.column("model_id").to_pylist(), dtype=np.int64)
-        keep = np.array([a == arch for a in meta.column("arch").to_pylist()], dtype=bool)
-        if epochs is not None:
-            have = np.asarray(meta.column("epoch").to_pylist(), dtype=np.int64)
-            stored = sorted(set(have[keep].tolist()))
-            missing = [e for e in epochs if e not in stored]
-            if missing:
-                raise ZooError(f"epochs: no checkpoints at epoch {missing[0]}; the store has epochs {stored}")
-            keep &= np.isin(have, list(epochs))
-        for column, allowed in (where or {}).items():
-            if column not in meta.column_names:
-                raise ZooError(f"where: unknown metadata column {allowed_text(column, meta.column_names)}")
-            values = allowed if isinstance(allowed, (list, tuple, set)) else [allowed]
-            keep &= np.isin(np.array(meta.column(column).to_pylist(), dtype=object), list(values))
-        selected = keep.copy()  # before the split: normalization statistics use its train part
-        published = self.zoo.attrs.get("split")  # a zoo imported from a Hugging Face export keeps its split
-        if split_file is not None:
-            parts = load_split(split_file, model_ids.tolist())
-            self.split_key: Any = {"file": str(split_file), "parts": {k: sorted(v) for k, v in parts.items()}}
-        elif published and split_fractions is None:
-            parts = {name: set(ids) for name, ids in published.items()}
-            self.split_key = {"published": published}
-        else:
-            parts = split_models(model_ids[keep].tolist(), split_fractions, seed)
-            self.split_key = {"fractions": split_fractions, "seed": seed}
-        if split != "all":
-            if split not in parts:
-                raise ZooError(f"split: {allowed_text(split, [*parts, 'all'])}")
-            keep &= np.isin(model_ids, list(parts[split]))
-        self.indices = np.flatnonzero(keep)
-        rows = np.asarray(meta.column("row").to_pylist(), dtype=np.int64)
-        self.rows = rows[self.indices]
-        self.model_ids = model_ids[self.indices]
-        # each row's activation: its column where the architecture has the option, else the declaration's
-        fixed = self.zoo.architecture(arch).activation
-        per_row = meta.column("activation").to_pylist() if "activation" in meta.column_names else None
-        acts = np.array([fixed if per_row is None or per_row[i] is None else per_row[i] for i in self.indices],
-                        dtype=str)
-        names, codes = np.unique(acts, return_inverse=True)
-        self.activation_names, self.activation_codes = names.tolist(), codes.astype(np.int64)
-        self.targets: dict[str, torch.Tensor] = {}
-        self.classes: dict[str, list[str]] = {}
-        for column in targets:
-            if column not in meta.column_names:
-                raise ZooError(f"targets: unknown metadata column {allowed_text(column, meta.column_names)}")
-            column_values = meta.column(column).to_pylist()
-            values = [column_values[i] for i in self.indices]
-            if any(isinstance(v, str) for v in values):
-                names, codes = np.unique(np.array(values, dtype=str), return_inverse=True)
-                self.classes[column] = names.tolist()
-                self.targets[column] = torch.from_numpy(codes.astype(np.int64))
-            else:
-                self.targets[column] = torch.tensor([float("nan") if v is None else v for v in values],
-                                                    dtype=torch.float32)
-        self.normalizer = self._normalizer(normalize, rows, selected, model_ids, parts, where, epochs)
+        selection = select(self.zoo.metadata, arch, activation=self.zoo.architecture(arch).activation,
+                           epochs=epochs, where=where, split=split, split_fractions=split_fractions,
+                           split_file=split_file, published=self.zoo.attrs.get("split"), seed=seed, targets=targets)
+        self.indices, self.rows, self.model_ids = selection.indices, selection.rows, selection.model_ids
+        self.activation_names, self.activation_codes = selection.activation_names, selection.activation_codes
+        self.split_key = selection.split_key
+        self.targets: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in selection.targets.items()}
+        self.classes: dict[str, list[str]] = selection.classes
+        self.normalizer = self._normalizer(normalize, selection, where, epochs)
 
-    def _normalizer(self, normalize, rows, selected, model_ids, parts, where, epochs) -> Normalizer | None:
+    def _normalizer(self, normalize: bool | str | Path | Normalizer | None, selection: Selection,
+                    where: Mapping[str, Any] | None, epochs: Sequence[int] | None) -> Normalizer | None:
+        """The normalization asked for: given, loaded, or fitted on the selection's train part (and cached in
+        the store, keyed by everything that chose those rows)."""
         if normalize is None or normalize is False:
             return None
         if isinstance(normalize, Normalizer):
             return normalize
         if normalize is not True and normalize != "layer":
             return Normalizer.load(normalize, self.layout)
-        if "train" not in parts:
-            raise ZooError(f"normalize: statistics come from the train split; the split has {sorted(parts)}")
+        if selection.train_rows is None:
+            raise ZooError(f"normalize: statistics come from the train split; the split has "
+                           f"{sorted(selection.parts)}")
         key = statistics_key(arch=self.arch, split=self.split_key, where=where, epochs=epochs,
                              units=len(self.zoo.done_units()))
         cached = self.zoo.local / STATS_DIR / f"normalization-{key}.json" if self.zoo.local is not None else None
         if cached is not None and cached.exists():
             return Normalizer.load(cached, self.layout)
-        train = rows[selected & np.isin(model_ids, list(parts["train"]))]
-        fitted = Normalizer.fit(lambda r: self._verified(r, self.zoo.read_rows(self.arch, r)), train, self.layout)
+        fitted = Normalizer.fit(lambda r: self._verified(r, self.zoo.read_rows(self.arch, r)), selection.train_rows,
+                                self.layout)
         if cached is not None:
             try:
                 fitted.save(cached)
@@ -398,6 +341,17 @@ class _Zoo:
         return _stack(batch)
 
 
+def _check_augment_options(augment: Sequence[str], view: str, erase_p: float, erase_scale: tuple[float, ...],
+                           windowsize: int) -> None:
+    """The options of the chosen augmentations; an option of one not chosen is never checked (nor used)."""
+    if "window" in augment and view != "tokens":
+        raise ZooError(f"augment: 'window' cuts windows of tokens; it needs view='tokens', not {view!r}")
+    if "erase" in augment:
+        check_erase(erase_p, erase_scale)
+    if "window" in augment and (isinstance(windowsize, bool) or not isinstance(windowsize, int) or windowsize < 1):
+        raise ZooError(f"windowsize: expected an integer >= 1 (tokens per window), got {windowsize!r}")
+
+
 def _generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
     """``generator`` itself on the CPU; elsewhere a generator on ``device`` seeded from it (CPU and CUDA
     streams differ, so noise differs between devices; the symmetry draws, made on the CPU, do not)."""
@@ -506,36 +460,25 @@ class ZooStream(_Zoo, IterableDataset):
 
     def epoch_order(self) -> np.ndarray:
         """All positions of this selection in this epoch's order: shards shuffled, rows within a shard kept
-        together (the same in every process: a pure function of seed and epoch)."""
-        order = np.lexsort((self.rows, self._shards))  # by shard, then by row
-        if not self.shuffle:
-            return order
-        shards = self._shards[order]
-        starts = np.flatnonzero(np.r_[True, shards[1:] != shards[:-1]])
-        runs = np.split(order, starts[1:])
-        rng = np.random.default_rng([self.seed, self.epoch, 0x5EED])
-        return np.concatenate([runs[i] for i in rng.permutation(len(runs))]) if runs else order
+        together (the same in every process: a pure function of seed and epoch; ``loaders.order.epoch_order``)."""
+        return ordering.epoch_order(self._shards, self.rows, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
 
     def part(self, worker: int = 0, workers: int = 1) -> np.ndarray:
         """The positions this rank's ``worker`` streams this epoch."""
-        order = self.epoch_order()
-        mine = np.array_split(order, self.world_size)[self.rank]
-        return np.array_split(mine, workers)[worker]
+        return ordering.part(self.epoch_order(), self.rank, self.world_size, worker, workers)
 
     @property
     def num_samples(self) -> int:
         """Samples this rank sees per epoch (over all its workers)."""
-        return len(np.array_split(np.arange(len(self.indices)), self.world_size)[self.rank])
+        return ordering.part_size(len(self.indices), self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[dict[str, Any] | RawBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         positions = self.part(worker, workers)
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         size = self.buffer_size
-        windows = [positions[i:i + size] for i in range(0, len(positions), size)]
-        if self.shuffle:
-            windows = [w[rng.permutation(len(w))] for w in windows]
+        windows = ordering.buffer_windows(positions, size, seed=self.seed, epoch=self.epoch, rank=self.rank,
+                                          worker=worker, shuffle=self.shuffle)
         order = np.concatenate(windows) if windows else positions
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         # Local stores are memory-mapped: a batch reads its rows straight from the shard maps (no buffer copy).
@@ -567,5 +510,4 @@ class ZooStream(_Zoo, IterableDataset):
     def num_batches(self, workers: int = 1) -> int:
         """Batches this rank yields per epoch with ``workers`` DataLoader workers (each may end on a partial
         batch unless ``drop_last``). Not ``__len__``: an iterable's length would depend on the worker count."""
-        sizes = [len(p) for p in np.array_split(np.arange(self.num_samples), workers)]
-        return sum(n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size) for n in sizes)
+        return ordering.batch_count(self.num_samples, self.batch_size, workers, self.drop_last)
