@@ -1,6 +1,6 @@
 """Augmentations that are not symmetries: Gaussian noise and erasing, vectorized over the batch.
 
-(Symmetries live in ``symmetry.py``; the random token window in ``views.py``.)
+(Symmetries live in ``symmetry.py``; the random token window in ``views/tokenizer.py``.)
 """
 
 from __future__ import annotations

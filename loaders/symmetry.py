@@ -8,7 +8,7 @@ unit index, times one per-unit factor (the product of the scales of the groups
 whose producer or consumer the tensor is). Both are built per batch from the
 spec's table, never from layer names, with torch ops only, so the same code runs
 on CPU workers or on a CUDA tensor, and the tokens view and its windows
-(``tokens.py``) apply the very same index and factors without building rows.
+(``views/tokenizer.py``) apply the very same index and factors without building rows.
 
 Semantics equal ``zoo.symmetry.SymmetrySpec.transform`` (tested): new unit
 ``i`` is old unit ``perm[i]``; its producers are multiplied by ``scale[i]`` and

@@ -331,15 +331,15 @@ def test_every_view_is_known_without_importing_its_module():
     code = ("import sys, loaders\n"
             "first = sorted(m for m in ('torch', 'loaders.views', 'loaders.dataset') if m in sys.modules)\n"
             "names = loaders.VIEWS.names()\n"
-            "before = sorted(m for m in ('loaders.nfn_views', 'loaders.graph_view') if m in sys.modules)\n"
+            "before = sorted(m for m in ('loaders.views.nfn', 'loaders.views.graph') if m in sys.modules)\n"
             "from zoo.architectures import get_architecture\n"
             "arch = get_architecture('mlp', (1, 8, 8))\n"
             "view = loaders.make_view('graph', arch.layout, spec=arch.symmetry)\n"
-            "after = sorted(m for m in ('loaders.nfn_views', 'loaders.graph_view') if m in sys.modules)\n"
+            "after = sorted(m for m in ('loaders.views.nfn', 'loaders.views.graph') if m in sys.modules)\n"
             "print(first, names, before, after, view.name)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-    assert out == ("[] ['dws', 'flat', 'graph', 'nfn', 'state_dict', 'tokens'] [] ['loaders.graph_view'] graph")
+    assert out == ("[] ['dws', 'flat', 'graph', 'nfn', 'state_dict', 'tokens'] [] ['loaders.views.graph'] graph")
 
 
 def test_an_unknown_view_lists_every_view():
