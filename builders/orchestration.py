@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -163,11 +164,11 @@ def build(manifest: Manifest | str | Path, out: str | Path, *, device: str = "au
     finished = total - sum(len(g.model_ids) for g in pending) * epochs
     bar = tqdm(total=total, initial=finished, unit="model-epoch", disable=quiet, dynamic_ncols=True,
                desc=manifest.name)
+    run = _Run(writer, dev, population, compile, datasets, data, bar, report, after_unit, units_of, done)
     start = time.perf_counter()
     try:
         with _flush_denormals(dev):
-            _train_groups(writer, pending, units_of, done, dev, population, compile, datasets, data, bar, report,
-                          after_unit)
+            _train_groups(run, pending)
     finally:
         bar.close()
     writer.refresh()
@@ -208,11 +209,11 @@ def build_groups(manifest: Manifest | dict | str | Path, out: str | Path, groups
     if not pending:
         return report
     _check_resumable(writer, pending)
+    run = _Run(writer, dev, population, compile, {} if datasets is None else datasets, None,
+               bar if bar is not None else tqdm(disable=True), report, after_unit, units_of, done)
     start = time.perf_counter()
     with _flush_denormals(dev):
-        _train_groups(writer, pending, units_of, done, dev, population, compile,
-                      {} if datasets is None else datasets, None, bar if bar is not None else tqdm(disable=True),
-                      report, after_unit)
+        _train_groups(run, pending)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -223,6 +224,42 @@ def build_group(manifest, out, group: int, **kwargs) -> BuildReport:
 
 
 # --- the work ------------------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What every population of one ``build``/``build_groups`` call shares, built once by that call: where it
+    writes and trains, the caller's overrides, the dataset cache, progress and report, and the plan's units
+    with those already committed. Passed down instead of a dozen parameters, so a new concern is one field."""
+
+    writer: ZooWriter
+    device: torch.device
+    population: int | None  # models per population; None: sized for the device (``sizing.py``)
+    compile: str | None  # "on"/"off" overrides the manifest's training.compile
+    datasets: dict  # loaded datasets, keyed by dataset, fraction and device (a caller may keep it across calls)
+    data: ImageData | None  # the caller's dataset for a classifier zoo, instead of loading the manifest's
+    bar: Any  # tqdm-like: update(model_epochs), set_postfix_str
+    report: BuildReport
+    after_unit: Callable[[Unit], None] | None
+    units_of: Mapping[int, Sequence[Unit]]
+    done: set[int]  # committed unit ids when the call began
+    states: GroupStates = field(init=False)
+    accs: dict[int, float] = field(default_factory=dict)  # each model's latest test accuracy (PSNR), for the bar
+
+    def __post_init__(self) -> None:
+        self.states = GroupStates(self.writer)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.writer.manifest
+
+    def dataset(self, spec) -> ImageData:
+        """The classifier dataset ``spec`` trains on, on the run's device (loaded once per cache)."""
+        return _dataset(self.manifest, spec, self.device, self.datasets, self.data)
+
+    def images(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """An inr zoo's images, labels and positions, on the run's device (loaded once per cache)."""
+        return _images(self.manifest, self.device, self.datasets)
+
+
 def _as_manifest(manifest: Manifest | dict | str | Path, out: str | Path) -> Manifest:
     """The manifest a build was given, as the caller's own: building it is the caller's intent, so a factory it
     names may be imported and called (``Manifest.trust_code``; a store's manifest never is)."""
@@ -300,16 +337,15 @@ def _images(manifest: Manifest, dev: torch.device, datasets: dict) -> tuple[torc
     return datasets[key]
 
 
-def _make_population(manifest: Manifest, specs, layout, dev: torch.device, compile: str, datasets: dict,
-                     data: ImageData | None):
+def _make_population(run: _Run, specs, layout, compile: str):
     """(the population for ``specs``, the data its checkpoints are evaluated on): a classifier population and its
     dataset, or an inr population of the models' images."""
-    if manifest.kind == "inr":
-        x, y, position = _images(manifest, dev, datasets)
-        at = torch.tensor([position[s.hparams["image_index"]] for s in specs], device=dev)
-        return InrPopulation(specs, layout, x[at], y[at], device=dev, compile=compile), None
-    pop = Population(specs, layout, device=dev, compile=compile)
-    image_data = _dataset(manifest, specs[0], dev, datasets, data)
+    if run.manifest.kind == "inr":
+        x, y, position = run.images()
+        at = torch.tensor([position[s.hparams["image_index"]] for s in specs], device=run.device)
+        return InrPopulation(specs, layout, x[at], y[at], device=run.device, compile=compile), None
+    pop = Population(specs, layout, device=run.device, compile=compile)
+    image_data = run.dataset(specs[0])
     pop.plan_steps(image_data.train.x.shape[0])
     return pop, image_data
 
@@ -323,12 +359,11 @@ def _usable_state(state: dict | None, group: Group, units: Sequence[Unit], done:
     return None
 
 
-def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: Mapping[int, Sequence[Unit]], done: set[int],
-                  dev: torch.device, population: int | None, compile: str | None, datasets: dict,
-                  data: ImageData | None, bar, report: BuildReport, after_unit) -> None:
-    manifest = writer.manifest
-    states = GroupStates(writer)
-    resume = {g.group: _usable_state(states.load(g.group), g, units_of[g.group], done) for g in groups}
+def _train_groups(run: _Run, groups: Sequence[Group]) -> None:
+    """Train ``groups``: each resumed from its saved state where usable, packed into populations of groups that
+    start at one epoch and share a structure."""
+    manifest, dev = run.manifest, run.device
+    resume = {g.group: _usable_state(run.states.load(g.group), g, run.units_of[g.group], run.done) for g in groups}
     by_start: dict[int, list[Group]] = {}
     for g in groups:
         state = resume[g.group]
@@ -336,39 +371,36 @@ def _train_groups(writer: ZooWriter, groups: Sequence[Group], units_of: Mapping[
     sizes: dict[str, int] = {}
 
     def size_of(spec) -> int:
-        if population is not None:
-            return population
+        if run.population is not None:
+            return run.population
         key = sizing.structure_key(spec)
         if key not in sizes and manifest.kind == "inr":
-            x = _images(manifest, dev, datasets)[0]
+            x = run.images()[0]
             sizes[key] = sizing.inr_population_size(spec, x.shape[2] * x.shape[3], dev)
         if key not in sizes:
             footprint = None
             if dev.type == "cuda":
-                train = _dataset(manifest, spec, dev, datasets, data).train
+                train = run.dataset(spec).train
                 same = [m for m in manifest.models if sizing.structure_key(m) == key]
                 footprint = sizing.measured_footprint(same, lambda s: Population(
-                    s, writer.layout(spec.arch_id), device=dev), train, dev)
+                    s, run.writer.layout(spec.arch_id), device=dev), train, dev)
             sizes[key] = sizing.population_size(spec.architecture, dict(spec.training), dev, footprint=footprint)[0]
         return sizes[key]
 
-    accs: dict[int, float] = {}
     with deterministic(dev, manifest.training["precision"]):
         for start_epoch in sorted(by_start):
             for members in sizing.pack(by_start[start_epoch], manifest, size_of):
-                _train_population(writer, members, units_of, done, dev, compile, datasets, data, states, resume,
-                                  bar, accs, report, after_unit)
+                _train_population(run, members, resume)
 
 
-def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping[int, Sequence[Unit]], done: set[int],
-                      dev: torch.device, compile: str | None, datasets: dict, data: ImageData | None,
-                      states: GroupStates, resume: dict, bar, accs: dict[int, float], report: BuildReport,
-                      after_unit) -> None:
-    manifest = writer.manifest
+def _train_population(run: _Run, members: list[Group], resume: Mapping[int, Any]) -> None:
+    """Train ``members`` as one population to the last epoch, committing each member's unit at every checkpoint
+    epoch (its training state saved first), then drop their states. ``resume``: each group's usable saved
+    state, or None (the members of one population all have one, or none do)."""
+    manifest, writer, report, bar, done = run.manifest, run.writer, run.report, run.bar, run.done
     specs = [manifest.models[i] for g in members for i in g.model_ids]
-    setting = compile if compile is not None else specs[0].training["compile"]
-    pop, image_data = _make_population(manifest, specs, writer.layout(members[0].arch_id), dev, setting, datasets,
-                                       data)
+    setting = run.compile if run.compile is not None else specs[0].training["compile"]
+    pop, image_data = _make_population(run, specs, writer.layout(members[0].arch_id), setting)
     bounds, a = [], 0
     for g in members:
         bounds.append((a, a + len(g.model_ids)))
@@ -377,9 +409,9 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping
         pop.load_state_dict(merge_states([resume[g.group] for g in members]))
         bar.update(len(specs) * pop.epoch)
     resumed_at = pop.epoch
-    name = device_name(dev)
+    name = device_name(run.device)
     epochs = specs[0].training["epochs"]
-    by_epoch = [{u.epoch: u for u in units_of[g.group]} for g in members]
+    by_epoch = [{u.epoch: u for u in run.units_of[g.group]} for g in members]
     report.populations.append(len(specs))
 
     def checkpoint(epoch: int) -> None:
@@ -389,7 +421,7 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping
         if epoch < epochs and epoch != resumed_at:  # the state first: a unit committed has its state saved
             full = pop.state_dict()
             for g, _, (lo, hi) in units:
-                states.save(g.group, slice_state(full, lo, hi))
+                run.states.save(g.group, slice_state(full, lo, hi))
         pending = [(g, u, ab) for g, u, ab in units if u.unit_id not in done]
         if not pending:
             return
@@ -401,11 +433,11 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping
             writer.write_unit(unit, rows[lo:hi], records[lo:hi])
             report.units_written += 1
             for spec, rec in zip(specs[lo:hi], records[lo:hi]):
-                accs[spec.model_id] = rec["test_acc"] if "test_acc" in rec else rec["psnr"]
+                run.accs[spec.model_id] = rec["test_acc"] if "test_acc" in rec else rec["psnr"]
                 if rec["status"] == "diverged":
                     report.diverged.add(spec.model_id)
-            if after_unit is not None:
-                after_unit(unit)
+            if run.after_unit is not None:
+                run.after_unit(unit)
 
     checkpoint(pop.epoch)  # the initialization, or a resumed epoch whose unit was not yet committed
     while pop.epoch < epochs:
@@ -413,14 +445,14 @@ def _train_population(writer: ZooWriter, members: list[Group], units_of: Mapping
         report.model_epochs += len(specs)
         bar.update(len(specs))
         checkpoint(pop.epoch)
-        values = [a for a in accs.values() if a is not None and a == a]
+        values = [a for a in run.accs.values() if a is not None and a == a]
         if values:
             what = "PSNR" if manifest.kind == "inr" else "test acc"
             bar.set_postfix_str(f"{what} {min(values):.3f}-{max(values):.3f}", refresh=False)
     report.step_modes.add(pop.step_mode)
     report.groups += len(members)
     for g in members:
-        states.drop(g.group)
+        run.states.drop(g.group)
 
 
 def slice_state(state: dict, lo: int, hi: int) -> dict:
