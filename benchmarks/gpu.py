@@ -164,7 +164,7 @@ def loader(device: torch.device, rows: int, batch: int, workers: int, epochs: in
 def inr(device: torch.device, models: int, steps: int, recipe_steps: int = 1000) -> dict:
     """``models`` SIRENs on synthetic 28x28 images fitted as one population for ``steps`` steps (after one warm-up
     step), extrapolated to ``recipe_steps``."""
-    from builders.inr import InrPopulation
+    from builders.inr_population import InrPopulation
     from zoo.manifest import Manifest
 
     manifest = Manifest.from_dict({

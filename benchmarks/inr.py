@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from builders.data import load_images
-from builders.inr import InrPopulation
+from builders.inr_population import InrPopulation
 from zoo.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]

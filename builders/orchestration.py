@@ -40,7 +40,7 @@ from zoo.store import ZooWriter, create
 
 from . import sizing
 from .devices import device_name, resolve_device
-from .inr import InrPopulation
+from .inr_population import InrPopulation
 from .population import Population
 from .step import deterministic
 

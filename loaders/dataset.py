@@ -37,12 +37,12 @@ from zoo.store import Zoo
 from zoo.symmetry import SYMMETRIES
 
 from . import order as ordering
-from .augment import check_erase, erase, noise
 from .normalize import Normalizer, statistics_key
 from .selection import Selection, choose_arch, select
 from .symmetry import BatchSymmetry, Draws
-from .tokens import PER_SAMPLE_MIN_VALUES, Tokenizer
 from .views import check_view, make_view
+from .views.tokenizer import PER_SAMPLE_MIN_VALUES, Tokenizer
+from .weight_augment import check_erase, erase, noise
 
 #: What ``augment=`` may name: augmentations of the *weights* (the symmetries, noise, erasing, windows, two views),
 #: apart from ``zoo.recipes.AUGMENTATIONS``, the image augmentations a build trains with.

@@ -86,7 +86,7 @@ def test_inr_population_on_cuda_follows_the_cpu():
     from test_inr import inr_dict
 
     from builders.data import load_images
-    from builders.inr import InrPopulation
+    from builders.inr_population import InrPopulation
 
     m = Manifest.from_dict(inr_dict(), source="inr.toml")
     specs = list(m.models)

@@ -12,7 +12,7 @@ from conftest import assert_same_zoo
 import zoo
 from builders import build
 from builders.data import load_images
-from builders.inr import InrPopulation
+from builders.inr_population import InrPopulation
 from loaders import ZooDataset
 from zoo.errors import ManifestError
 from zoo.manifest import Manifest

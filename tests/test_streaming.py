@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 import zoo
 from loaders import Normalizer, ZooDataset, ZooStream, load_split, save_split
-from loaders.augment import erase
+from loaders.weight_augment import erase
 from zoo.errors import ZooError
 
 

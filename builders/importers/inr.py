@@ -41,7 +41,7 @@ sets do not record their fits' seeds). Every INR is one checkpoint; its step is 
 stop early), so the checkpoint is epoch 1 with a null ``step`` unless ``steps=`` (``--steps``) says how many
 steps every fit took (then epoch = step = that). The records hold each image's ``label``; ``mse``, ``psnr`` and
 ``psnr_2x`` are computed only with ``evaluate=True`` (``--evaluate``), against the dataset's images found under
-``data_root`` (never downloaded), exactly as a build records them (``builders.inr.InrPopulation``), and then
+``data_root`` (never downloaded), exactly as a build records them (``builders.inr_population.InrPopulation``), and then
 each file's class is checked against the dataset's label of its image (a wrong index convention shows up as a
 mismatch). Without it they are null.
 
@@ -505,7 +505,7 @@ class InrSource(ImportSource):
         """The fit of each INR on its image, as a build records it; a file's class must be its image's."""
         import torch
 
-        from builders.inr import InrPopulation
+        from builders.inr_population import InrPopulation
 
         assert self._images is not None
         specs = [self.explicit.models[s] for s in sources]
