@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["zoo", "builders", "loaders"])
+@pytest.mark.parametrize("package", ["zoo", "builders", "loaders", "tasks"])
 def test_every_public_name_resolves_and_dir_lists_only_them(package):
     module = importlib.import_module(package)
     for name in module.__all__:

@@ -1,0 +1,26 @@
+"""Benchmarks as code: weight-space tasks, frozen splits, baselines and result files (issue #23).
+
+Why a package of its own, above both ``builders`` and ``loaders``: a task reads a store (through ``zoo`` and the
+loaders' splits and datasets) and, later, scores generated weights by evaluating models (through ``builders``).
+``builders`` and ``loaders`` never import each other (docs/design.md §1), so a layer that needs both cannot live
+in either; nor in ``zoo``, which imports neither. ``tasks`` may import ``zoo``, ``builders`` and ``loaders``;
+nothing imports it except the command line, lazily inside ``zoo task``'s functions.
+
+Names load on first use (PEP 562), like ``zoo``: ``import tasks`` costs no numpy-heavy learner, scikit-learn or
+torch until a name is used.
+"""
+
+from __future__ import annotations
+
+from zoo.lazy import lazy_names
+
+_LAZY: dict[str, str] = {}
+
+__getattr__ = lazy_names(__name__, _LAZY)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__: list[str] = []
