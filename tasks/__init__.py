@@ -12,9 +12,15 @@ torch until a name is used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zoo.lazy import lazy_names
 
-_LAZY: dict[str, str] = {}
+_LAZY = {"TASKS": "registry", "SplitProtocol": "registry", "Task": "registry", "check_task": "registry",
+         "get_task": "registry", "task_names": "registry"}
+
+if TYPE_CHECKING:
+    from .registry import TASKS, SplitProtocol, Task, check_task, get_task, task_names
 
 __getattr__ = lazy_names(__name__, _LAZY)
 
@@ -23,4 +29,4 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__: list[str] = []
+__all__ = ["TASKS", "SplitProtocol", "Task", "check_task", "get_task", "task_names"]
