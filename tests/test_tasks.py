@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +74,124 @@ def test_metrics():
     assert score("accuracy", np.array([0, 1, 3]), np.array([0.2, 2.4, 2.6]), regression=True,
                  classes=[0, 1, 3]) == pytest.approx(2 / 3)
     assert score("macro_f1", np.array(["a", "b"]), np.array(["a", "a"])) == pytest.approx(1 / 3)
+
+
+# --- splits -----------------------------------------------------------------------------------------------------
+def test_a_split_keeps_each_models_checkpoints_together_and_its_hash_is_stable(filled, tmp_path):
+    from tasks.splits import load_split, make_split, split_hash, store_identity
+
+    writer, _ = filled
+    store = zoo.open(writer.url)
+    split = make_split("accuracy", store, seed=3)
+    ids = sorted(set(store.metadata.column("model_id").to_pylist()))
+    assert sorted(m for part in split.splits.values() for m in part) == ids  # every model once
+    assert [len(split.splits[k]) for k in ("train", "val", "test")] == [14, 3, 3]
+    assert split.hash == make_split("accuracy", store, seed=3).hash != make_split("accuracy", store, seed=4).hash
+    assert split.hash == split_hash({k: list(reversed(v)) for k, v in reversed(list(split.splits.items()))})
+    identity = store_identity(store)
+    assert identity == store_identity(zoo.open(writer.url)) and identity["rows"] == 60
+    assert len(identity["rows_sha256"]) == 64
+    path = split.save(tmp_path / "split.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "weightzoo-split" and data["version"] == 1 and data["hash"] == split.hash
+    again = load_split(path, store)
+    assert again.splits == split.splits and again.hash == split.hash and again.seed == 3
+
+
+def _split_file(tmp_path, filled, **edit):
+    from tasks.splits import make_split
+
+    writer, _ = filled
+    data = make_split("accuracy", zoo.open(writer.url)).to_dict()
+    data.pop("hash")
+    for key, value in edit.items():
+        target = data
+        *parents, last = key.split("__")
+        for p in parents:
+            target = target[p]
+        target[last] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"format": "other"}, "field 'format'"),
+    ({"version": True}, "field 'version'"),
+    ({"task": 7}, "field 'task'"),
+    ({"store": []}, "field 'store'"),
+    ({"store__rows_sha256": "xyz"}, "field 'store.rows_sha256'"),
+    ({"store__rows": -1}, "field 'store.rows'"),
+    ({"seed": "0"}, "field 'seed'"),
+    ({"fractions": {"train": float("inf")}}, "field 'fractions'"),
+    ({"fractions": {"holdout": 1.0}}, "field 'fractions'"),
+    ({"splits": [1, 2]}, "field 'splits'"),
+    ({"splits__holdout": [1]}, "unknown split 'holdout'"),
+    ({"splits__train": "0,1"}, "field 'splits.train'"),
+    ({"splits__train": [0, "1"]}, "model id '1'"),
+    ({"splits__train": [0, 1.0]}, "model id 1.0"),
+    ({"splits__train": [0, True]}, "model id True"),
+    ({"splits__train": [-1]}, "model id -1"),
+    ({"splits__train": [2**60]}, f"model id {2**60}"),
+    ({"splits__train": [0, 0]}, "model 0 is twice in 'train'"),
+    ({"splits__train": [0], "splits__test": [0]}, "model 0 is in both 'train' and 'test'"),
+    ({"hash": "0" * 64}, "field 'hash'"),
+])
+def test_a_hostile_split_file_is_refused_by_field(tmp_path, filled, edit, message):
+    from tasks.splits import load_split
+
+    with pytest.raises(ZooError, match=re.escape(message)):
+        load_split(_split_file(tmp_path, filled, **edit))
+
+
+@pytest.mark.parametrize("raw", ["", "[", '{"a": ' * 100000, "9" * 5000, '"\udcff"', "[1, 2]", "null"])
+def test_a_split_file_that_is_not_a_split_is_refused(tmp_path, raw):
+    from tasks.splits import load_split
+
+    path = tmp_path / "raw.json"
+    path.write_bytes(raw.encode("utf-8", "surrogatepass"))
+    with pytest.raises(ZooError, match="split file"):
+        load_split(path)
+    with pytest.raises(ZooError, match="split file"):
+        load_split(tmp_path / "absent.json")
+
+
+def test_a_split_of_another_store_or_unknown_models_is_refused(tmp_path, filled):
+    from tasks.splits import load_split
+
+    writer, _ = filled
+    store = zoo.open(writer.url)
+    with pytest.raises(ZooError, match="made for a store with rows_sha256"):
+        load_split(_split_file(tmp_path, filled, store__rows_sha256="a" * 64), store)
+    with pytest.raises(ZooError, match=r"model ids not in the store: \[999\]"):
+        load_split(_split_file(tmp_path, filled, splits__val=[999]), store)
+
+
+# --- results ----------------------------------------------------------------------------------------------------
+def _result(**changes):
+    from tasks.results import Result, mean_std
+
+    base = {"task": {"name": "accuracy", "version": 1}, "store": {"name": "tiny", "rows_sha256": "a" * 64},
+            "split": {"hash": "b" * 64}, "seeds": (0, 1), "learner": {"name": "statnn", "settings": {}},
+            "metrics": {"test": {"r2": mean_std([0.5, 0.7])}}}
+    for key, value in changes.items():
+        base[key] = value
+    return Result(**base)
+
+
+def test_results_are_comparable_exactly_when_task_store_and_split_agree(tmp_path):
+    from tasks.results import comparable, incomparable, load_result, mean_std
+
+    a = _result()
+    assert comparable(a, _result(learner={"name": "other"}, seeds=(5,)))
+    assert incomparable(a, _result(task={"name": "accuracy", "version": 2})) == ["task accuracy v1 vs accuracy v2"]
+    assert not comparable(a, _result(task={"name": "epoch", "version": 1}))
+    assert incomparable(a, _result(store={"name": "tiny", "rows_sha256": "c" * 64}))[0].startswith("store tiny")
+    assert len(incomparable(a, _result(split={"hash": "d" * 64}, store={"name": "x", "rows_sha256": "e"}))) == 2
+    assert mean_std([0.5, 0.7]) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1), "values": [0.5, 0.7]}
+    assert mean_std([1.0, float("nan")])["mean"] is None
+    back = load_result(a.save(tmp_path / "r.json"))
+    assert back.to_dict() == json.loads(json.dumps(a.to_dict())) and comparable(a, back)
+    (tmp_path / "bad.json").write_text(json.dumps({**a.to_dict(), "seeds": ["0"]}))
+    with pytest.raises(ZooError, match="field 'seeds'"):
+        load_result(tmp_path / "bad.json")
