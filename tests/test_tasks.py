@@ -195,3 +195,59 @@ def test_results_are_comparable_exactly_when_task_store_and_split_agree(tmp_path
     (tmp_path / "bad.json").write_text(json.dumps({**a.to_dict(), "seeds": ["0"]}))
     with pytest.raises(ZooError, match="field 'seeds'"):
         load_result(tmp_path / "bad.json")
+
+
+# --- statnn -----------------------------------------------------------------------------------------------------
+def test_statnn_features_equal_a_hand_computation(filled):
+    from tasks.features import statnn_feature_names, statnn_features
+
+    writer, _ = filled
+    store = zoo.open(writer.url)
+    layout = store.layout("mlp")
+    rows = store.read_rows("mlp", [0, 3, 7])
+    features = statnn_features(rows, layout)
+    assert features.shape == (3, 6 * 7) and len(statnn_feature_names(layout)) == 42
+    row = rows[1].astype(np.float64)
+    expected = []
+    for t in layout.tensors:  # mlp: fc1.weight, fc1.bias, ..., all weight or bias
+        v = np.sort(row[t.offset:t.offset + int(np.prod(t.shape))])
+        n = len(v)
+
+        def q(p, v=v, n=n):  # linear interpolation between order statistics, by hand
+            h = (n - 1) * p
+            lo = int(np.floor(h))
+            return v[lo] + (h - lo) * (v[min(lo + 1, n - 1)] - v[lo])
+
+        mean = sum(v) / n
+        expected += [mean, sum((x - mean) ** 2 for x in v) / n, v[0], q(0.25), q(0.5), q(0.75), v[-1]]
+    np.testing.assert_allclose(features[1], expected, rtol=1e-12, atol=1e-12)
+    assert statnn_feature_names(layout)[:2] == ["0.weight.mean", "0.weight.var"]
+    with pytest.raises(ZooError, match="rows of shape"):
+        statnn_features(rows[:, :-1], layout)
+
+
+def test_statnn_learners_state_every_setting_and_are_seeded():
+    from tasks.features import STATNN_STATS
+    from tasks.learners import Learner, TaskData, make_learner
+    from zoo.layout import Layout, TensorSpec
+
+    layout = Layout((TensorSpec("w", (4, 5), 0, "weight"), TensorSpec("b", (4,), 20, "bias")))
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((80, 24)).astype(np.float32)
+    data = TaskData(rows, layout, rows[:, :20].mean(axis=1) * 3, np.arange(80), np.zeros(80, int))
+    for model in ("gbt", "linear"):
+        a, b = make_learner("statnn", "regression", model=model), make_learner("statnn", "regression", model=model)
+        assert isinstance(a, Learner) and a.settings()["model"] == model
+        assert a.settings()["features"]["stats"] == list(STATNN_STATS)
+        a.fit(data, None, 1)
+        b.fit(data, None, 1)
+        assert np.array_equal(a.predict(data), b.predict(data))
+    assert make_learner("statnn", "regression").settings()["max_iter"] == 200
+    labels = np.where(rows[:, 0] > 0, "pos", "neg")
+    c = make_learner("statnn", "classification", model="linear")
+    c.fit(TaskData(rows, layout, labels, np.arange(80), np.zeros(80, int)), None, 0)
+    assert set(c.predict(data)) <= {"pos", "neg"}
+    with pytest.raises(ZooError, match="unknown learner"):
+        make_learner("flat", "regression")
+    with pytest.raises(ZooError, match="model 'svm'"):
+        make_learner("statnn", "regression", model="svm")
