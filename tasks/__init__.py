@@ -19,11 +19,12 @@ from zoo.lazy import lazy_names
 _LAZY = {"TASKS": "registry", "SplitProtocol": "registry", "Task": "registry", "check_task": "registry",
          "get_task": "registry", "task_names": "registry", "Split": "splits", "load_split": "splits",
          "make_split": "splits", "store_identity": "splits", "Result": "results", "comparable": "results",
-         "incomparable": "results", "load_result": "results"}
+         "incomparable": "results", "load_result": "results", "run": "runner"}
 
 if TYPE_CHECKING:
     from .registry import TASKS, SplitProtocol, Task, check_task, get_task, task_names
     from .results import Result, comparable, incomparable, load_result
+    from .runner import run
     from .splits import Split, load_split, make_split, store_identity
 
 __getattr__ = lazy_names(__name__, _LAZY)
@@ -34,4 +35,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["TASKS", "Result", "Split", "SplitProtocol", "Task", "check_task", "comparable", "get_task",
-           "incomparable", "load_result", "load_split", "make_split", "store_identity", "task_names"]
+           "incomparable", "load_result", "load_split", "make_split", "run", "store_identity",
+           "task_names"]

@@ -90,7 +90,7 @@ def test_one_command_table_drives_the_parser():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == [c.name for c in COMMANDS.values()]
     assert [c.name for c in COMMANDS.values()] == ["build", "plan", "info", "status", "verify", "compact",
-                                                   "architectures", "report", "import", "export", "push"]
+                                                   "architectures", "report", "import", "export", "push", "task"]
     sources = next(a for a in sub.choices["import"]._actions if isinstance(a, argparse._SubParsersAction))
     assert sorted(sources.choices) == IMPORTERS.names() == ["hf", "inr", "modelzoo", "smallcnnzoo"]
     for source in IMPORTERS.values():  # every importer under the one protocol
@@ -130,8 +130,9 @@ def test_closed_pipe_exits_quietly(tmp_path):
 
 
 @pytest.mark.parametrize("argv,absent", [
-    (["--help"], ("torch", "builders", "loaders")),
+    (["--help"], ("torch", "builders", "loaders", "tasks")),
     (["import", "--help"], ("torch", "builders", "loaders")),
+    (["task", "run", "--help"], ("torch", "builders", "loaders", "tasks", "sklearn")),
     (["info", "STORE"], ("torch", "torchvision", "builders", "loaders")),
     (["status", "STORE", "--json"], ("torch", "torchvision", "builders", "loaders")),
 ])

@@ -251,3 +251,56 @@ def test_statnn_learners_state_every_setting_and_are_seeded():
         make_learner("flat", "regression")
     with pytest.raises(ZooError, match="model 'svm'"):
         make_learner("statnn", "regression", model="svm")
+
+
+# --- tasks.run and the command line ----------------------------------------------------------------------------
+def test_run_accuracy_end_to_end_is_deterministic(filled, tmp_path):
+    import tasks
+
+    writer, _ = filled
+    store = zoo.open(writer.url)
+    a = tasks.run("accuracy", store, "statnn", seeds=2)
+    b = tasks.run("accuracy", writer.url, "statnn", seeds=2)
+    assert a.to_dict() == b.to_dict() and tasks.comparable(a, b)
+    d = a.to_dict()
+    assert d["task"]["name"] == "accuracy" and d["task"]["version"] == 1 and d["seeds"] == [0, 1]
+    assert d["store"] == tasks.store_identity(store) and d["rows"] == {"train": 42, "val": 9, "test": 9}
+    assert set(d["metrics"]) == {"train", "val", "test"}
+    assert all(set(m) == {"r2", "kendall_tau"} for m in d["metrics"].values())
+    r2 = d["metrics"]["test"]["r2"]
+    assert set(r2) == {"mean", "std", "values"} and len(r2["values"]) == 2
+    assert d["learner"]["name"] == "statnn" and d["learner"]["settings"]["max_iter"] == 200
+    assert set(d["versions"]) == {"weightzoo", "torch"}
+    split = tasks.make_split("accuracy", store)
+    assert d["split"]["hash"] == split.hash
+    frozen = tasks.run("accuracy", store, "statnn", seeds=2, split=split.save(tmp_path / "s.json"))
+    assert frozen.metrics == a.metrics and tasks.comparable(a, frozen)
+    other = tasks.run("accuracy", store, "statnn", seeds=1, split=tasks.make_split("accuracy", store, seed=9))
+    assert tasks.incomparable(a, other)[0].startswith("split ")
+    linear = tasks.run("hyperparameter:activation", store, "statnn", seeds=1, model="linear")
+    assert set(linear.metrics["test"]) == {"accuracy", "macro_f1"} and linear.learner["settings"]["model"] == "linear"
+
+
+def test_zoo_task_split_run_compare(capsys, filled, tmp_path):
+    from zoo.cli import main
+
+    writer, _ = filled
+    split, r1, r2 = tmp_path / "split.json", tmp_path / "r1.json", tmp_path / "r2.json"
+    assert main(["task", "split", "accuracy", writer.url, "-o", str(split)]) == 0
+    assert "split of accuracy by model (train 14, val 3, test 3 models)" in capsys.readouterr().out
+    assert main(["task", "run", "accuracy", writer.url, "--seeds", "1", "--split", str(split), "-o", str(r1)]) == 0
+    out = capsys.readouterr().out
+    assert "test r2" in out and "±" in out and "result written to" in out
+    assert main(["task", "run", "epoch", writer.url, "--model", "linear", "--seeds", "1", "-o", str(r2),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"]["name"] == "epoch"
+    assert main(["task", "compare", str(r1), str(r1), str(r2)]) == 0
+    out = capsys.readouterr().out
+    assert "[1] statnn/gbt" in out and "[3] statnn/linear" in out
+    assert f"[2] {r1}: comparable with [1]" in out and f"[3] {r2}: NOT comparable with [1]: task accuracy v1" in out
+    assert main(["task", "run", "hyperparameter:optimizer", writer.url]) == 2
+    assert "'optimizer' does not vary" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["task", "compare", str(bad)]) == 2
+    assert "field 'format'" in capsys.readouterr().err

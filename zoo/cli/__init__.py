@@ -13,8 +13,8 @@ torch only inside its ``run``, so ``zoo --help`` answers at once.
 
 This package holds ``main`` and the parser; one module per command family (``build``: build, plan; ``store``:
 info, status, verify, compact; ``architectures``: architectures and --check; ``report``; ``interop``: import,
-export, push and the importers' arguments); the table they register in (``table``) and their shared helpers
-(``common``).
+export, push and the importers' arguments; ``task``: split, run and compare over weight-space tasks); the table
+they register in (``table``) and their shared helpers (``common``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .table import COMMANDS, IMPORTERS, Arguments, Command, Importer, LazyImport
 
 #: The command modules, in the order ``zoo --help`` lists their commands: importing one registers its commands
 #: (and ``interop`` its importers) in ``COMMANDS``, which keeps registration order.
-FAMILIES = ("build", "store", "architectures", "report", "interop")
+FAMILIES = ("build", "store", "architectures", "report", "interop", "task")
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
 del _family
