@@ -25,6 +25,8 @@ from typing import Any
 
 from zoo.errors import ZooError
 
+from .jsonfile import read_json
+
 RESULT_FORMAT = "weightzoo-result"
 RESULT_VERSION = 1
 MAX_RESULT_BYTES = 64 * 2**20
@@ -111,16 +113,7 @@ class Result:
 def load_result(path: str | Path) -> Result:
     """Read and check a result file (untrusted: every problem is a ``ZooError`` naming the file)."""
     where = f"result file {path}"
-    try:
-        path = Path(path)
-        if path.stat().st_size > MAX_RESULT_BYTES:
-            raise ZooError(f"{where}: larger than {MAX_RESULT_BYTES:,} bytes")
-        data = json.loads(path.read_bytes())
-    except ZooError:
-        raise
-    except (OSError, ValueError, RecursionError) as e:
-        raise ZooError(f"{where}: {e}") from None
-    return Result.from_dict(data, where)
+    return Result.from_dict(read_json(path, where, MAX_RESULT_BYTES), where)
 
 
 def incomparable(a: Result, b: Result) -> list[str]:

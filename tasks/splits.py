@@ -32,6 +32,8 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.splits import DEFAULT_FRACTIONS, split_models
 
+from .jsonfile import read_json
+
 if TYPE_CHECKING:
     from zoo.store import Zoo
 
@@ -187,16 +189,7 @@ def load_split(path: str | Path, store: Zoo | None = None) -> Split:
     """Read and check a split file; given ``store``, also refuse a split made for another store or naming
     models it does not hold."""
     where = f"split file {path}"
-    try:
-        path = Path(path)
-        if path.stat().st_size > MAX_SPLIT_BYTES:
-            raise ZooError(f"{where}: larger than {MAX_SPLIT_BYTES:,} bytes")
-        data = json.loads(path.read_bytes())
-    except ZooError:
-        raise
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit number
-        raise ZooError(f"{where}: {e}") from None
-    split = parse_split(data, where)
+    split = parse_split(read_json(path, where, MAX_SPLIT_BYTES), where)
     if store is not None:
         split.check_store(store_identity(store), where)
         known = set(store.metadata.column("model_id").to_pylist())

@@ -156,6 +156,20 @@ def test_a_split_file_that_is_not_a_split_is_refused(tmp_path, raw):
         load_split(tmp_path / "absent.json")
 
 
+def test_a_split_or_result_file_that_is_a_fifo_is_refused_unopened(tmp_path):
+    import os
+
+    from tasks.results import load_result
+    from tasks.splits import load_split
+
+    fifo = tmp_path / "split.json"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came
+    with pytest.raises(ZooError, match=r"split file .*split.json: not a regular file"):
+        load_split(fifo)
+    with pytest.raises(ZooError, match=r"result file .*split.json: not a regular file"):
+        load_result(fifo)
+
+
 def test_a_split_of_another_store_or_unknown_models_is_refused(tmp_path, filled):
     from tasks.splits import load_split
 
